@@ -1,0 +1,234 @@
+"""`wm` command line: parses arguments and calls the component that owns the work.
+Components are imported inside each handler so that a short command never pays for
+torch, OpenCV or PortAudio it does not use."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from wm import __version__, config, log
+from wm.errors import WmError
+from wm.paths import Paths
+
+
+class UsageError(WmError):
+    pass
+
+
+def _duration(text: str) -> float:
+    from wm.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _date(text: str) -> str:
+    from wm.clipids import parse_date
+
+    try:
+        return parse_date(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# -- handlers: each one line of glue into its component -------------------------------
+
+def _ingest(a, s, p):
+    from wm.capture.ingest import run_ingest
+    return run_ingest(s, p, [Path(f) for f in a.files], a.date)
+
+
+def _config_show(a, s, p):
+    print(config.render(s, p.root, as_json=a.json))
+    return 0
+
+
+def _record(a, s, p):
+    from wm.capture.recorder import run_record
+    return run_record(s, p, duration=a.duration, camera=a.camera, microphone=a.mic)
+
+
+def _devices(a, s, p):
+    from wm.capture.devices import show_devices
+    return show_devices(s)
+
+
+def _pause(a, s, p):
+    from wm.capture.pause import pause
+    return pause(p, a.for_seconds)
+
+
+def _resume(a, s, p):
+    from wm.capture.pause import resume
+    return resume(p)
+
+
+def _run(a, s, p):
+    from wm.daemon.supervisor import run_daemon
+    return run_daemon(s, p, config_path=a.config)
+
+
+def _status(a, s, p):
+    from wm.daemon.status import show_status
+    return show_status(s, p, as_json=a.json)
+
+
+def _sleep(a, s, p):
+    from wm.learn.sleep import run_sleep
+    return run_sleep(s, p, date=a.date, budget_seconds=a.budget)
+
+
+def _query(a, s, p):
+    from wm.memory.query import QueryRequest, run_query
+    return run_query(s, p, QueryRequest(
+        image=a.image, audio=a.audio, clip=a.clip, at=a.at, text=a.text,
+        modality=a.modality, topk=a.topk, date=a.date, since=a.since, until=a.until,
+        as_json=a.json, show=a.show, open_best=a.open))
+
+
+def _label(a, s, p):
+    from wm.memory.labels import run_label
+    return run_label(s, p, a.clip_id, a.word, remove=a.remove)
+
+
+def _service(a, s, p):
+    from wm.daemon.service import run_service
+    return run_service(s, p, a.action, dry_run=a.dry_run, config_path=a.config)
+
+
+def _logs(a, s, p):
+    from wm.daemon.logview import run_logs
+    return run_logs(p, follow=a.follow, level=a.level, as_json=a.json, since=a.since,
+                    lines=a.lines)
+
+
+def _demo(a, s, p):
+    from wm.demo import run_demo
+    return run_demo(workdir=a.workdir, keep=a.keep)
+
+
+# -- the parser ----------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="settings file (default: $WM_CONFIG or the platform config dir)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging and full tracebacks")
+
+    parser = argparse.ArgumentParser(
+        prog="wm", parents=[common],
+        description="An always-on recorder that learns: record, sleep on it, ask it.")
+    parser.add_argument("--version", action="version", version=f"wm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name, handler, help_):
+        sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    sp = cmd("ingest", _ingest, "cut recorded video files into 3-second clips")
+    sp.add_argument("files", nargs="*", help="video files (default: everything in data/raw/DATE/)")
+    sp.add_argument("--date", type=_date, help="local day to file the clips under (YYYY-MM-DD)")
+
+    sp = cmd("config", None, "show the effective settings")
+    csub = sp.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = csub.add_parser("show", parents=[common], help="every setting, its value and source")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_config_show)
+
+    sp = cmd("record", _record, "record camera and microphone into clips")
+    sp.add_argument("--duration", type=_duration, help="stop after this long (e.g. 60, 10m)")
+    sp.add_argument("--camera", help="device index, file or URL (default: capture.camera)")
+    sp.add_argument("--mic", help="microphone name or index (default: capture.microphone)")
+
+    cmd("devices", _devices, "list the cameras and microphones wm can see")
+
+    sp = cmd("pause", _pause, "stop recording until `wm resume` (or for a while)")
+    sp.add_argument("--for", dest="for_seconds", type=_duration, metavar="DURATION",
+                    help="resume by itself after this long (e.g. 30m)")
+    cmd("resume", _resume, "resume recording after `wm pause`")
+
+    cmd("run", _run, "the always-on service: record, queue, sleep at night")
+
+    sp = cmd("status", _status, "is it recording, what is queued, when it last slept")
+    sp.add_argument("--json", action="store_true")
+
+    sp = cmd("sleep", _sleep, "run a sleep cycle: train, commit to memory, apply retention")
+    sp.add_argument("--now", action="store_true",
+                    help="run now, whatever the time (a manual cycle always does)")
+    sp.add_argument("--date", type=_date, help="the day to learn (default: every queued day)")
+    sp.add_argument("--budget", type=_duration, help="time budget (e.g. 45m)")
+
+    sp = cmd("query", _query, "search the memory")
+    what = sp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", type=Path, help="moments that look like this picture")
+    what.add_argument("--audio", type=Path, help="moments that sound like this recording")
+    what.add_argument("--clip", help="moments like this clip id")
+    what.add_argument("--at", help='what was happening then ("yesterday 14:30", ISO time)')
+    what.add_argument("--text", help="a word taught with `wm label`")
+    sp.add_argument("--modality", choices=["video", "audio", "shared"],
+                    help="which embedding to rank by (default: the query's own)")
+    sp.add_argument("--topk", type=int, help="number of results (default: memory.topk)")
+    sp.add_argument("--date", type=_date, help="only this local day")
+    sp.add_argument("--since", type=_date, help="only from this day on")
+    sp.add_argument("--until", type=_date, help="only up to this day")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--show", type=Path, metavar="FILE", help="write a contact sheet image")
+    sp.add_argument("--open", action="store_true", help="open the best clip in the player")
+
+    sp = cmd("label", _label, "teach a word by example: this clip is WORD")
+    sp.add_argument("clip_id")
+    sp.add_argument("word")
+    sp.add_argument("--remove", action="store_true", help="forget this example")
+
+    sp = cmd("service", _service, "install and control wm as a user service")
+    sp.add_argument("action", choices=["install", "uninstall", "status", "start", "stop",
+                                       "restart"])
+    sp.add_argument("--dry-run", action="store_true", help="print files and commands only")
+
+    sp = cmd("logs", _logs, "show the log")
+    sp.add_argument("-f", "--follow", action="store_true")
+    sp.add_argument("--level", choices=["debug", "info", "warning", "error"])
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--since", type=_duration, help="only the last DURATION (e.g. 1h)")
+    sp.add_argument("-n", "--lines", type=int, default=50, help="last lines to show")
+
+    sp = cmd("demo", _demo, "run a short made-up day through the whole pipeline")
+    sp.add_argument("--workdir", type=Path, help="where to put the demo (default: a temp dir)")
+    sp.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.debug = getattr(args, "debug", False)
+    try:
+        settings = config.load(args.config)
+        paths = Paths.from_settings(settings)
+        level = "debug" if args.debug else settings.logging.level
+        log.setup(paths.log_file, level, settings.logging.max_bytes, settings.logging.backups)
+        return int(args.handler(args, settings, paths) or 0)
+    except WmError as e:
+        if args.debug:
+            raise
+        print(f"wm: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # the last line of defence: one line, details with --debug
+        if args.debug:
+            raise
+        log.get().error("unexpected_error", error=repr(e), command=args.command, exc_info=True)
+        print(f"wm: {args.command} failed: {type(e).__name__}: {e} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

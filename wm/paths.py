@@ -1,0 +1,120 @@
+"""Every path under the data root, computed in one place. Nothing else in `wm` joins
+folder names under the root by hand."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from wm.config import Settings
+
+
+def default_home() -> Path:
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "wm"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "wm"
+
+
+def resolve_home(settings: Settings | None = None) -> Path:
+    """WM_HOME wins, then the config's paths.home, then the platform's user data dir."""
+    if os.environ.get("WM_HOME"):
+        return Path(os.environ["WM_HOME"]).expanduser().absolute()
+    if settings is not None and settings.paths.home:
+        return Path(settings.paths.home).expanduser().absolute()
+    return default_home()
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "Paths":
+        return cls(resolve_home(settings))
+
+    # -- recordings ---------------------------------------------------------------
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def raw_dir(self, date: str) -> Path:
+        return self.data / "raw" / date
+
+    def clips_dir(self, date: str) -> Path:
+        return self.data / "clips" / date
+
+    def frames_dir(self, date: str) -> Path:
+        return self.data / "frames" / date
+
+    def audio_dir(self, date: str) -> Path:
+        return self.data / "audio" / date
+
+    def clip_video(self, date: str, cid: str) -> Path:
+        return self.clips_dir(date) / f"{cid}.mp4"
+
+    def manifest(self, date: str, cid: str) -> Path:
+        return self.clips_dir(date) / f"{cid}.json"
+
+    def frame(self, date: str, cid: str, k: int) -> Path:
+        return self.frames_dir(date) / f"{cid}_{k}.jpg"
+
+    def audio(self, date: str, cid: str) -> Path:
+        return self.audio_dir(date) / f"{cid}.wav"
+
+    def thumbnail(self, date: str, cid: str) -> Path:
+        """Kept after retention deletes the media, so a purged memory still shows a face."""
+        return self.data / "thumbs" / date / f"{cid}.jpg"
+
+    def media_dirs(self) -> list[Path]:
+        """Folders that hold clip media (where stale `.partial` files may be left)."""
+        return [self.data / "clips", self.data / "frames", self.data / "audio", self.data / "thumbs"]
+
+    # -- memory, models, reports ----------------------------------------------------
+    @property
+    def memory_db(self) -> Path:
+        return self.root / "memory" / "episodic.sqlite"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "memory" / "embeddings"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def daily_checkpoint_dir(self, date: str) -> Path:
+        return self.checkpoints / "daily" / date
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def report(self, date: str, suffix: str = "json") -> Path:
+        return self.reports / f"{date}.{suffix}"
+
+    # -- running state ----------------------------------------------------------------
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs / "wm.jsonl"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def pause_file(self) -> Path:
+        return self.state / "paused.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.state / "status.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state / "wm.lock"
