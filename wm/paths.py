@@ -116,5 +116,10 @@ class Paths:
         return self.state / "status.json"
 
     @property
+    def last_sleep_file(self) -> Path:
+        """What the last sleep cycle did (written by `wm sleep`, read by `wm status`)."""
+        return self.state / "last_sleep.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.state / "wm.lock"
