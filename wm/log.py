@@ -57,7 +57,7 @@ def setup(
             foreign_pre_chain=_SHARED,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), pad_event=30),
+                structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
             ],
         )
     )

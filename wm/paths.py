@@ -39,11 +39,21 @@ class Paths:
     def data(self) -> Path:
         return self.root / "data"
 
+    @property
+    def raw_root(self) -> Path:
+        """Holds one folder per local date of recordings to ingest."""
+        return self.data / "raw"
+
     def raw_dir(self, date: str) -> Path:
-        return self.data / "raw" / date
+        return self.raw_root / date
+
+    @property
+    def clips_root(self) -> Path:
+        """Holds one folder per local date of clip videos and manifests."""
+        return self.data / "clips"
 
     def clips_dir(self, date: str) -> Path:
-        return self.data / "clips" / date
+        return self.clips_root / date
 
     def frames_dir(self, date: str) -> Path:
         return self.data / "frames" / date
@@ -119,6 +129,16 @@ class Paths:
     def last_sleep_file(self) -> Path:
         """What the last sleep cycle did (written by `wm sleep`, read by `wm status`)."""
         return self.state / "last_sleep.json"
+
+    @property
+    def ingest_index(self) -> Path:
+        """One JSON line per file `wm ingest` finished: its fingerprint and first clip."""
+        return self.state / "ingested.jsonl"
+
+    @property
+    def sleep_lock_file(self) -> Path:
+        """Held by a running `wm sleep`: two cycles never train at once."""
+        return self.state / "sleep.lock"
 
     @property
     def lock_file(self) -> Path:

@@ -1,0 +1,69 @@
+"""The single-instance lock of `wm run`: an flock on state/wm.lock, which holds the pid
+of its owner. The kernel drops the lock when the process dies, however it dies."""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from wm.errors import WmError
+
+# `wm status` takes the lock shared for an instant to see whether anyone holds it; a
+# `wm run` starting at that instant retries for this long before giving up.
+RETRY_SECONDS = 1.0
+
+
+class AlreadyRunning(WmError):
+    pass
+
+
+def _pid_in(f) -> int | None:
+    f.seek(0)
+    text = f.read().strip()
+    return int(text) if text.isdigit() else None
+
+
+def acquire(path: Path) -> int:
+    """Take the lock for this process; returns the fd to keep open. AlreadyRunning names
+    the pid that holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + RETRY_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            with os.fdopen(os.dup(fd), "r") as f:
+                pid = _pid_in(f)
+            os.close(fd)
+            who = f"pid {pid}" if pid else "another process"
+            raise AlreadyRunning(f"wm run is already running ({who} holds {path})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def holder(path: Path) -> int | None:
+    """The pid holding the lock (0 if it cannot be read), or None when nobody does."""
+    try:
+        f = open(path, "r")
+    except FileNotFoundError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _pid_in(f) or 0
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return None

@@ -1,0 +1,266 @@
+"""`wm run`: the always-on service. One process holds capture (the recorder's threads),
+the watcher (manifests -> queue, raw recordings -> ingest), the sleep scheduler and the
+health reporting (systemd notify, state/status.json); training and ingest run in child
+processes so they never starve the recorder's audio callback.
+
+SIGTERM and SIGINT stop everything (the clip in flight is finished, a sleep cycle is told
+to checkpoint); SIGHUP reloads the settings file. A second `wm run` finds the lock held,
+names the pid holding it and exits non-zero."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import tzinfo
+from typing import Callable
+
+from wm import __version__, config, log
+from wm.config import Settings
+from wm.daemon import lock
+from wm.daemon.children import pid_alive
+from wm.daemon.notify import Heartbeat, Notifier, watchdog_interval
+from wm.daemon.probes import Probes, SystemProbes
+from wm.daemon.queue import QUEUED, Queue
+from wm.daemon.scheduler import Scheduler, sleep_command
+from wm.daemon.status import WRITE_SECONDS, DaemonStatus, RecorderView, dir_bytes
+from wm.daemon.watcher import Ingest, Watcher, ingest_command
+from wm.errors import WmError
+from wm.paths import Paths
+
+# How often the main loop wakes: signals, the sleep child, health.
+LOOP_SECONDS = 0.25
+# Disk used by data/ is measured in the background, at most this often, and less often
+# the longer a walk over every file takes (months of clips: several seconds).
+DISK_SECONDS = (10.0, 600.0)
+
+
+def run_daemon(settings: Settings, paths: Paths, config_path) -> int:
+    return Daemon(settings, paths, config_path).run()
+
+
+@dataclass(frozen=True)
+class Injected:
+    """What a test replaces to play a night in seconds; the defaults are the real thing."""
+    clock: Callable[[], float] = time.time
+    tz: tzinfo | None = None
+    probes: Probes | None = None
+    recorder: Callable[[Settings, Paths], object] | None = None   # -> a started-able Recorder
+    sleep_command: Callable[[float], list[str]] | None = None
+    ingest: Ingest | None = None
+    settle_seconds: float | None = None
+
+
+def _real_recorder(settings: Settings, paths: Paths):
+    from wm.capture.recorder import Recorder
+
+    return Recorder(settings, paths)
+
+
+def release_dead_claims(q: Queue) -> int:
+    """Give back claims held by processes of this machine that no longer exist (a sleep
+    cycle killed -9), instead of waiting for their lease to run out."""
+    node = os.uname().nodename
+    released = 0
+    owners = [r[0] for r in q.conn.execute(
+        "SELECT DISTINCT owner FROM queue WHERE owner IS NOT NULL")]
+    for owner in owners:
+        host, pid, _ = (owner.rsplit(":", 2) + ["", "", ""])[:3]
+        if host == node and pid.isdigit() and not pid_alive(int(pid)):
+            released += q.release(owner)
+    return released
+
+
+class Daemon:
+    def __init__(self, settings: Settings, paths: Paths, config_path=None,
+                 injected: Injected = Injected()):
+        self.settings = settings
+        self.paths = paths
+        self.config_path = str(config_path) if config_path else None
+        self.inj = injected
+        self.log = log.get("wm.daemon")
+        self.notifier = Notifier()
+        self.watchdog_interval = watchdog_interval()
+        # Children must not talk to systemd in our name (systemd's own tools, loginctl
+        # among them, report their errors to $NOTIFY_SOCKET).
+        for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            os.environ.pop(key, None)
+        self.stop_requested = threading.Event()
+        self.reload_requested = False
+        self.started = time.time()
+        self.recorder = None
+        self.ready = False
+        self._data_bytes: tuple[int, float] | None = None
+        self._status_text = ""
+
+    # -- signals ----------------------------------------------------------------------
+    def _on_stop(self, signum, frame) -> None:
+        self.log.info("signal", signal=signal.Signals(signum).name, action="stop")
+        self.stop_requested.set()
+
+    def _on_hup(self, signum, frame) -> None:
+        self.reload_requested = True
+
+    # -- life cycle -------------------------------------------------------------------
+    def run(self) -> int:
+        fd = lock.acquire(self.paths.lock_file)
+        old = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, self._on_stop),
+                                                   (signal.SIGINT, self._on_stop),
+                                                   (signal.SIGHUP, self._on_hup))}
+        try:
+            return self._run()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            lock.release(fd)
+
+    def _run(self) -> int:
+        s, p = self.settings, self.paths
+        self.log.info("daemon_starting", pid=os.getpid(), version=__version__, home=str(p.root),
+                      config=self.config_path)
+        self.queue = Queue(p.memory_db)
+        previous = DaemonStatus.read(p.status_file)
+        n = release_dead_claims(self.queue)
+        if n:
+            self.log.info("claims_released", clips=n, reason="their process is gone")
+        self.probes = self.inj.probes or SystemProbes(s)
+        self.scheduler = Scheduler(
+            s, p, self.probes, queued=lambda: self.queue.counts()[QUEUED], clock=self.inj.clock,
+            tz=self.inj.tz, command=self.inj.sleep_command or sleep_command(self.config_path),
+            on_child_exit=lambda pid: release_dead_claims(self.queue))
+        if previous and previous.scheduler.sleeping_pid:
+            self.scheduler.adopt(previous.scheduler.sleeping_pid, previous.scheduler.sleeping_argv)
+        self.watcher = Watcher(s, p, ingest=self.inj.ingest or ingest_command(self.config_path),
+                               **({"settle_seconds": self.inj.settle_seconds}
+                                  if self.inj.settle_seconds is not None else {}))
+        self.heartbeat = Heartbeat(self.notifier, self.watchdog_interval,
+                                   stall_after=2 * s.capture.stall_seconds)
+        threading.Thread(target=self._measure_disk, name="wm-disk", daemon=True).start()
+        try:
+            self.watcher.start()         # clears stale .partial files: before capture starts
+            self.recorder = self._new_recorder(s)
+            self.recorder.start()
+            self.log.info("daemon_started", pid=os.getpid())
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        next_tick = next_status = 0.0
+        while not self.stop_requested.is_set():
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload()
+            now = time.monotonic()
+            self._guarded("scheduler", self.scheduler.poll)
+            if now >= next_tick:
+                self._guarded("scheduler", self.scheduler.tick)
+                next_tick = now + self.settings.daemon.check_seconds
+            health = self.recorder.health()
+            if not self.ready and (health.last_progress is not None or health.paused or health.disk_low):
+                self.ready = True
+                self._status_text = self._status_line(health)
+                self.notifier.ready(self._status_text)
+                self.log.info("daemon_ready", camera=health.camera, microphone=health.microphone)
+            self.heartbeat.beat(health.last_progress, health.paused or health.disk_low)
+            if now >= next_status:
+                self._guarded("status", self._publish, health)
+                next_status = now + WRITE_SECONDS
+            self.stop_requested.wait(LOOP_SECONDS)
+
+    def _guarded(self, part: str, fn, *args) -> None:
+        """A failure in scheduling or reporting is logged; recording goes on."""
+        try:
+            fn(*args)
+        except Exception as e:
+            self.log.error("daemon_part_failed", part=part, error=repr(e), exc_info=True)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.log.info("daemon_stopping")
+        self.scheduler.interrupt()      # it checkpoints while capture finishes its clip
+        if self.recorder is not None:
+            self._guarded("recorder", self.recorder.stop)
+        self.watcher.stop()             # after the recorder: its last clip is queued
+        self.scheduler.stop()
+        self._guarded("status", self._publish, self.recorder.health() if self.recorder else None)
+        self.queue.close()
+        self.log.info("daemon_stopped")
+
+    # -- reload -----------------------------------------------------------------------
+    def _new_recorder(self, settings: Settings):
+        return (self.inj.recorder or _real_recorder)(settings, self.paths)
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = config.load(self.config_path)
+        except WmError as e:
+            self.log.error("reload_failed", error=str(e), kept="the settings in use")
+            self.notifier.ready()
+            return
+        old = self.settings
+        if Paths.from_settings(new).root != self.paths.root:
+            self.log.warning("reload_paths_ignored", reason="the data root changes only at restart")
+        if new.logging != old.logging:
+            log.setup(self.paths.log_file, new.logging.level, new.logging.max_bytes,
+                      new.logging.backups)
+        self.settings = new
+        self.scheduler.update(new)
+        self.watcher.update(new)
+        if hasattr(self.probes, "update"):
+            self.probes.update(new)
+        self.heartbeat.stall_after = 2 * new.capture.stall_seconds
+        if new.capture != old.capture:
+            self._restart_recorder(old, new)
+        changed = [k for (k, v, _), (_, w, _) in zip(config.flatten(old), config.flatten(new)) if v != w]
+        self.log.info("reloaded", changed=changed, config=self.config_path)
+        self.notifier.ready()
+
+    def _restart_recorder(self, old: Settings, new: Settings) -> None:
+        self.recorder.stop()
+        try:
+            self.recorder = self._new_recorder(new)
+            self.recorder.start()
+        except WmError as e:
+            self.log.error("reload_capture_failed", error=str(e), kept="the previous devices")
+            self.settings = replace(self.settings, capture=old.capture)
+            self.recorder = self._new_recorder(self.settings)
+            self.recorder.start()
+
+    # -- health -------------------------------------------------------------------------
+    def _measure_disk(self) -> None:
+        while not self.stop_requested.is_set():
+            t0 = time.monotonic()
+            self._data_bytes = (dir_bytes(self.paths.data), time.time())
+            took = time.monotonic() - t0
+            self.stop_requested.wait(min(DISK_SECONDS[1], max(DISK_SECONDS[0], 100 * took)))
+
+    def _status_line(self, h) -> str:
+        state = "paused" if h.paused else "disk low" if h.disk_low else "recording"
+        sv = self.scheduler.view()
+        sleep = f"sleeping (pid {sv.sleeping_pid})" if sv.sleeping_pid else f"next sleep {sv.next_opens[:16]}"
+        return (f"{state}: camera {h.camera}, microphone {h.microphone}; {h.clips_written} clips; "
+                f"{self.queue.counts()[QUEUED]} queued; {sleep}")
+
+    def _publish(self, h) -> None:
+        if h is not None and self.ready:   # READY=1 carries the first status line
+            line = self._status_line(h)
+            if line != self._status_text:
+                self._status_text = line
+                self.notifier.status(line)
+        rec = RecorderView(
+            camera=h.camera if h else "off", microphone=h.microphone if h else "off",
+            last_clip_end=h.last_clip_end if h else None,
+            clips_written=h.clips_written if h else 0, paused=bool(h and h.paused),
+            disk_low=bool(h and h.disk_low),
+            data_age=(round(time.monotonic() - h.last_progress, 3)
+                      if h and h.last_progress is not None else None))
+        bytes_at = self._data_bytes
+        DaemonStatus(pid=os.getpid(), started=self.started, updated=time.time(),
+                     config=self.config_path, recorder=rec, scheduler=self.scheduler.view(),
+                     watcher=self.watcher.view(),
+                     data_bytes=bytes_at[0] if bytes_at else None,
+                     data_bytes_at=bytes_at[1] if bytes_at else None).write(self.paths.status_file)
