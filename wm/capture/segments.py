@@ -76,3 +76,35 @@ def missing_spans(slots: list[float], placed: list[int | None], slot_length: flo
         else:
             spans.append((s, e))
     return spans
+
+
+def uncovered(covered: list[tuple[float, float]], start: float, end: float) -> list[tuple[float, float]]:
+    """The parts of [start, end) that no span in `covered` reaches, as sorted [s, e) spans
+    (where a clip has no data: its gaps)."""
+    out: list[tuple[float, float]] = []
+    at = start
+    for s, e in sorted(covered):
+        if e <= at:
+            continue
+        if s > at:
+            out.append((at, min(s, end)))
+        at = max(at, e)
+        if at >= end:
+            break
+    if at < end:
+        out.append((at, end))
+    return [(s, e) for s, e in out if e > s]
+
+
+def decimate(stamp: float, due: float | None, period: float) -> tuple[bool, float]:
+    """Keep a frame from a faster source when it is (nearly) due. Returns (keep, next due).
+    Frames within a quarter period before their due time are kept, so a source at the
+    keep rate with jitter loses none; a source that falls behind restarts the grid."""
+    if due is None:
+        return True, stamp + period
+    if stamp < due - 0.25 * period:
+        return False, due
+    nxt = due + period
+    if nxt <= stamp:
+        nxt = stamp + period
+    return True, nxt

@@ -1,0 +1,71 @@
+"""The privacy switch. `wm pause` writes paths.pause_file; every recorder (`wm record`,
+`wm run`) checks it twice a second and, while it holds, closes camera and microphone and
+writes nothing. The file survives restarts; `--for` puts an end time in it. A file that
+cannot be read counts as paused: failing closed is the safe side of a privacy switch."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from wm import log
+from wm.capture.writer import atomic_write_bytes
+from wm.paths import Paths
+
+
+@dataclass(frozen=True)
+class PauseState:
+    since: float             # epoch seconds
+    until: float | None      # epoch seconds, None = until `wm resume`
+
+
+def read_state(paths: Paths) -> PauseState | None:
+    """The pause in force (possibly expired), or None."""
+    try:
+        text = paths.pause_file.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return PauseState(since=0.0, until=None)
+    try:
+        d = json.loads(text)
+        until = d.get("until")
+        return PauseState(since=float(d["since"]), until=None if until is None else float(until))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return PauseState(since=0.0, until=None)
+
+
+def is_paused(paths: Paths, now: float | None = None) -> bool:
+    state = read_state(paths)
+    if state is None:
+        return False
+    now = time.time() if now is None else now
+    return state.until is None or now < state.until
+
+
+def _clock(t: float) -> str:
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def pause(paths: Paths, for_seconds: float | None) -> int:
+    """`wm pause [--for D]`: from now on nothing is recorded, until resumed or D is over."""
+    now = time.time()
+    until = now + for_seconds if for_seconds else None
+    data = {"since": now, "until": until}
+    atomic_write_bytes(paths.pause_file, json.dumps(data).encode())
+    log.get("wm.capture.pause").info("pause_set", until=until)
+    if until is None:
+        print("wm: recording paused until `wm resume`")
+    else:
+        print(f"wm: recording paused until {_clock(until)}")
+    return 0
+
+
+def resume(paths: Paths) -> int:
+    """`wm resume`: recording goes on (within half a second in a running recorder)."""
+    was = is_paused(paths)
+    paths.pause_file.unlink(missing_ok=True)
+    log.get("wm.capture.pause").info("pause_cleared", was_paused=was)
+    print("wm: recording resumed" if was else "wm: recording was not paused")
+    return 0
