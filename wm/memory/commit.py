@@ -1,0 +1,189 @@
+"""The commit stage of a sleep cycle: embed every queued clip with the night's encoders and
+store it in the memory; then re-embed clips still held under older model versions, newest
+first, while their media exists; then bring the ANN indexes up to date and merge the
+night's small shards.
+
+Batches are claimed from the queue with a lease and their media is read (JPEG decode,
+WAV) on a helper thread while the previous batch is being embedded."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from wm import log
+from wm.capture.manifest import Manifest
+from wm.capture.writer import read_wav
+from wm.config import Settings
+from wm.daemon.queue import PURGED, QUEUED, Queue, QueueItem, owner_id
+from wm.memory import ann
+from wm.memory.store import KINDS, ClipRecord, NewClip, Store, fused_shared
+from wm.paths import Paths
+from wm.progress import Progress
+
+COMMIT_BATCH = 32
+_log = log.get("wm.memory.commit")
+
+
+@dataclass
+class CommitResult:
+    committed: int           # queued clips now in memory
+    reembedded: int          # older clips moved to this version
+    remaining: int           # clips still queued (stopped early, or unreadable ones purged)
+    stale: int = 0           # clips still held under an older version whose media exists
+    unreadable: int = 0      # queued clips whose media could not be read (marked purged)
+
+
+@dataclass
+class _Loaded:
+    clip: NewClip
+    stills: list[np.ndarray]
+    audio: np.ndarray | None
+
+
+def read_media(paths: Paths, clip: NewClip) -> _Loaded | None:
+    """A clip's stills and samples, or None if neither can be read."""
+    files = [paths.data / f for f in clip.frames]
+    stills = [im for im in (cv2.imread(str(f)) for f in files if f.exists()) if im is not None]
+    audio = None
+    if clip.audio and (paths.data / clip.audio).exists():
+        try:
+            audio, _ = read_wav(paths.data / clip.audio)
+        except (OSError, EOFError, ValueError) as e:
+            _log.warning("audio_unreadable", clip=clip.clip_id, error=str(e))
+    if not stills and audio is None:
+        return None
+    return _Loaded(clip, stills, audio)
+
+
+def _new_clip(paths: Paths, item: QueueItem) -> NewClip | None:
+    try:
+        m = Manifest.read(paths.data / item.manifest)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        _log.warning("manifest_unreadable", clip=item.clip_id, file=item.manifest, error=str(e))
+        return None
+    return NewClip(m.id, m.date, m.start, m.duration, item.manifest, m.video, m.audio,
+                   tuple(m.frames))
+
+
+def _from_record(c: ClipRecord) -> NewClip:
+    return NewClip(c.clip_id, c.date, c.start, c.duration, c.manifest, c.video, c.audio, c.frames)
+
+
+def embed(encoders, loaded: list[_Loaded]) -> dict[str, np.ndarray]:
+    """Every kind of vector for a batch, under no_grad (rows of NaN where a kind is absent)."""
+    with torch.no_grad():
+        e = encoders.embed_clips([x.stills for x in loaded], [x.audio for x in loaded])
+    sv, sa = np.asarray(e.shared_video, np.float32), np.asarray(e.shared_audio, np.float32)
+    return {"video": np.asarray(e.video, np.float32), "audio": np.asarray(e.audio, np.float32),
+            "shared_video": sv, "shared_audio": sa, "shared": fused_shared(sv, sa)}
+
+
+def commit_queued(settings: Settings, paths: Paths, encoders,
+                  should_stop: Callable[[], bool]) -> CommitResult:
+    version = encoders.version
+    store = Store(paths)
+    queue = Queue(paths.memory_db)
+    owner = owner_id()
+    result = CommitResult(0, 0, 0)
+    try:
+        with store.writer():
+            swept = store.sweep_orphans()
+            if swept:
+                _log.info("orphans_removed", files=len(swept))
+            store.register_version(version)
+            todo = queue.counts()[QUEUED] + store.count_stale(version)
+            with Progress(todo, "commit", "clips") as bar, ThreadPoolExecutor(1) as pool:
+                _commit_new(settings, paths, store, queue, owner, encoders, should_stop, pool,
+                            bar, result)
+                if not should_stop():
+                    _reembed(paths, store, queue, encoders, should_stop, pool, bar, result)
+            if not should_stop():
+                _maintain(settings, store, should_stop)
+        result.remaining = queue.counts()[QUEUED]
+        result.stale = store.count_stale(version)
+        _log.info("commit_done", version=version, committed=result.committed,
+                  reembedded=result.reembedded, remaining=result.remaining, stale=result.stale,
+                  unreadable=result.unreadable)
+        return result
+    finally:
+        queue.release(owner)
+        queue.close()
+        store.close()
+
+
+def _commit_new(settings, paths, store, queue, owner, encoders, should_stop, pool, bar,
+                result) -> None:
+    lease = settings.daemon.lease_seconds
+
+    def claim():
+        items = queue.claim(owner, COMMIT_BATCH, lease)
+        if not items:
+            return None
+        clips, broken = [], []
+        for it in items:
+            c = _new_clip(paths, it)
+            if c is None:
+                broken.append(it.clip_id)
+            else:
+                clips.append(c)
+        return pool.submit(lambda: ([read_media(paths, c) for c in clips], clips, broken))
+
+    fut = claim()
+    while fut is not None and not should_stop():
+        loaded, clips, broken = fut.result()
+        fut = claim()  # read the next batch while this one is embedded
+        broken += [c.clip_id for c, x in zip(clips, loaded) if x is None]
+        loaded = [x for x in loaded if x is not None]
+        if broken:
+            _log.warning("clips_unreadable", clips=len(broken), first=broken[0])
+            queue.mark(broken, PURGED, owner=owner)
+            result.unreadable += len(broken)
+        if loaded:
+            stored = store.add(encoders.version, [x.clip for x in loaded], embed(encoders, loaded))
+            result.committed += len(stored)
+        bar.update(len(loaded) + len(broken))
+
+
+def _reembed(paths, store, queue, encoders, should_stop, pool, bar, result) -> None:
+    version = encoders.version
+    cursor: list[str | None] = [None]
+
+    def select():
+        clips = store.stale_clips(version, COMMIT_BATCH, before=cursor[0])
+        if not clips:
+            return None
+        cursor[0] = clips[-1].start
+        return pool.submit(lambda: [(c, read_media(paths, _from_record(c))) for c in clips])
+
+    fut = select()
+    while fut is not None and not should_stop():
+        pairs = fut.result()
+        fut = select()
+        gone = [c.clip_id for c, x in pairs if x is None]
+        loaded = [x for _, x in pairs if x is not None]
+        if gone:
+            # Its files vanished under us: the memory keeps the older version's vectors.
+            store.mark_media_gone(gone, time.time())
+            queue.mark(gone, PURGED)
+        if loaded:
+            stored = store.add(version, [x.clip for x in loaded], embed(encoders, loaded))
+            result.reembedded += len(stored)
+        bar.update(len(pairs))
+
+
+def _maintain(settings, store: Store, should_stop) -> None:
+    """Index every version whose vectors changed, then merge small shards. Both may be
+    skipped or cut short safely: queries scan unindexed shards exactly."""
+    mem = settings.memory
+    for v in store.versions():
+        for kind in KINDS:
+            if should_stop():
+                return
+            ann.sync_index(store, v, kind, mem.ann_min_rows, mem.ann_nprobe, settings.learn.seed)
+    store.compact()
