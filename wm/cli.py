@@ -4,6 +4,7 @@ torch, OpenCV or PortAudio it does not use."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--level", choices=["debug", "info", "warning", "error"])
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--since", type=_duration, help="only the last DURATION (e.g. 1h)")
-    sp.add_argument("-n", "--lines", type=int, default=50, help="last lines to show")
+    sp.add_argument("-n", "--lines", type=int, metavar="N",
+                    help="last lines to show (default 50; with --since, all of them)")
 
     sp = cmd("demo", _demo, "run a short made-up day through the whole pipeline")
     sp.add_argument("--workdir", type=Path, help="where to put the demo (default: a temp dir)")
@@ -221,10 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `wm ... | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # the last line of defence: one line, details with --debug
         if args.debug:
             raise
-        log.get().error("unexpected_error", error=repr(e), command=args.command, exc_info=True)
+        log.get(log.CRASH_LOGGER).error("unexpected_error", error=repr(e), command=args.command,
+                                         exc_info=True)
         print(f"wm: {args.command} failed: {type(e).__name__}: {e} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import structlog
 
+# Records of this logger go to the file only: the traceback of an unexpected error is
+# kept for the curious, while the terminal gets one line (wm.cli prints it).
+CRASH_LOGGER = "wm.crash"
+
 _SHARED = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -52,6 +56,7 @@ def setup(
 
     ch = logging.StreamHandler(sys.stderr)
     ch.setLevel(numeric if console else max(numeric, logging.WARNING))
+    ch.addFilter(lambda record: record.name != CRASH_LOGGER)
     ch.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_SHARED,

@@ -10,13 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
-import cv2
 import numpy as np
 
 from wm.capture.manifest import AUDIO_ONLY, VIDEO_ONLY, Gap, Manifest, Source
 from wm.paths import Paths
+
+if TYPE_CHECKING:
+    import av
+
+# av and cv2 are imported where they are used: `wm pause`, `wm status` and friends use the
+# atomic-write helpers here and should not pay half a second for codecs they never touch.
 
 PARTIAL = ".partial"
 
@@ -97,6 +102,8 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def write_jpeg(path: Path, bgr: np.ndarray, quality: int) -> None:
+    import cv2
+
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError(f"{path}: JPEG encoding failed")
@@ -106,6 +113,9 @@ def write_jpeg(path: Path, bgr: np.ndarray, quality: int) -> None:
 
 
 def _yuv_frame(img: np.ndarray | av.VideoFrame) -> av.VideoFrame:
+    import av
+    import cv2
+
     if isinstance(img, av.VideoFrame):
         return img
     # OpenCV's BT.601 I420 conversion is ~3x faster than swscale's from bgr24 (x264 needs
@@ -119,6 +129,8 @@ def write_mp4(path: Path, frames: list[np.ndarray | av.VideoFrame], fps: int,
     """H.264 (+ AAC when there is audio). x264 'veryfast' keeps a clip's encode well under
     its 3 s on a laptop core (ingest, racing through a file, asks for a faster preset);
     the audio is cut to the clip's real duration."""
+    import av
+
     tmp = partial_name(path)
     with av.open(str(tmp), mode="w", format="mp4") as out:
         vs = None
