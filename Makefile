@@ -17,7 +17,7 @@ test: setup
 	$(BIN)/python -m pytest -q -ra
 
 demo: setup
-	$(BIN)/wm demo
+	$(BIN)/wm demo --keep
 
 bench: setup
 	$(BIN)/python bench/ingest.py

@@ -36,6 +36,7 @@ class CaptureSettings:
     video_fps: int
     jpeg_quality: int
     min_tail_seconds: float
+    ingest_preset: str
     camera: str
     microphone: str
     stall_seconds: float
@@ -68,6 +69,7 @@ class JepaSettings:
     predictor_width: int
     mask_ratio: float
     target_blocks: int
+    cross_frame: bool
     ema_start: float
     ema_end: float
     steps: int
@@ -99,6 +101,7 @@ class AlignSettings:
 @dataclass(frozen=True)
 class LearnSettings:
     device: str
+    threads: int
     batch_size: int
     micro_batch: int
     warmup_steps: int
@@ -157,6 +160,10 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "capture.video_width": (lambda v: v > 0 and v % 2 == 0, "must be positive and even"),
     "capture.video_height": (lambda v: v > 0 and v % 2 == 0, "must be positive and even"),
     "capture.jpeg_quality": (lambda v: 0 <= v <= 100, "must be between 0 and 100"),
+    "capture.ingest_preset": (
+        lambda v: v in ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
+        "must be an x264 preset: ultrafast, superfast, veryfast, faster, fast or medium",
+    ),
     "daemon.night_window": (
         lambda v: re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", v) is not None,
         "must look like HH:MM-HH:MM",

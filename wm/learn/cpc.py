@@ -1,0 +1,117 @@
+"""Audio, CPC: log-mel frames (10 ms hop) -> convolutional encoder z_t -> GRU context c_t;
+from c_t a linear head per step k predicts z_{t+k}, scored by InfoNCE against negatives
+drawn from the same clip, away from the positive (silence and steady sounds make the
+frames right next to it near-duplicates). A clip's audio embedding is c_t averaged."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchaudio
+
+from wm.config import CpcSettings
+
+# Training windows of 1.28 s cut at random from each clip (CPC_audio's 20480 samples): the
+# GRU runs step by step, so a shorter window is a proportionally cheaper step.
+WINDOW_SECONDS = 1.28
+
+
+class LogMel(nn.Module):
+    def __init__(self, sample_rate: int, n_mels: int, hop_ms: int):
+        super().__init__()
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=int(0.025 * sample_rate), hop_length=sample_rate * hop_ms // 1000,
+            n_mels=n_mels)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """float waveform (B, S) in [-1, 1] -> (B, T, n_mels), normalised per clip so a
+        quiet and a loud take of the same sound look alike."""
+        x = torch.log(self.mel(wave) + 1e-6).transpose(1, 2)
+        return (x - x.mean((1, 2), keepdim=True)) / (x.std((1, 2), keepdim=True) + 1e-5)
+
+
+class ConvEncoder(nn.Module):
+    """Three 1-D convolutions over time (kernel 3, stride 1: one z per 10 ms frame)."""
+
+    def __init__(self, n_mels: int, hidden: int):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv1d(n_mels, hidden, 3, padding=1),
+                                    nn.Conv1d(hidden, hidden, 3, padding=1),
+                                    nn.Conv1d(hidden, hidden, 3, padding=1)])
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in self.convs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_mels) -> (B, T, hidden)."""
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x.transpose(1, 2)).transpose(1, 2)))
+        return x
+
+
+def sample_negatives(gen: torch.Generator, shape: tuple[int, ...], positive: torch.Tensor, length: int,
+                     exclusion: int, n: int) -> torch.Tensor:
+    """n frame indices per positive, uniform over [0, length) minus the window
+    [positive - exclusion, positive + exclusion]. positive: (...,) -> (..., n)."""
+    lo = (positive - exclusion).clamp(min=0)
+    hi = (positive + exclusion).clamp(max=length - 1)
+    width = hi - lo + 1
+    allowed = length - width
+    if int(allowed.min()) <= 0:
+        raise ValueError(f"clips of {length} frames leave no negatives {exclusion} frames away")
+    u = torch.rand(*shape, n, generator=gen, device=positive.device)
+    j = (u * allowed.unsqueeze(-1)).long()
+    return j + (j >= lo.unsqueeze(-1)).long() * width.unsqueeze(-1)
+
+
+class Cpc(nn.Module):
+    def __init__(self, s: CpcSettings, sample_rate: int):
+        super().__init__()
+        self.steps, self.negatives, self.exclusion = s.prediction_steps, s.negatives, s.negative_exclusion
+        self.sample_rate = sample_rate
+        self.mel = LogMel(sample_rate, s.n_mels, s.hop_ms)
+        self.encoder = ConvEncoder(s.n_mels, s.hidden)
+        self.gru = nn.GRU(s.hidden, s.hidden, batch_first=True)
+        self.heads = nn.Linear(s.hidden, s.hidden * s.prediction_steps)  # all K heads, one matmul
+
+    def features(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(self.mel(wave))
+        c, _ = self.gru(z)
+        return z, c
+
+    def loss(self, wave: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """InfoNCE over K future steps; also the per-step accuracy (K,) of picking the true
+        future among 1 + negatives (chance 1 / (1 + negatives))."""
+        z, c = self.features(wave)
+        b, t, h = z.shape
+        k = self.steps
+        span = t - k
+        pred = self.heads(c[:, :span]).view(b, span * k, h)
+        # Every prediction against every frame of its own clip: one batched matmul, then
+        # pick the positive and the sampled negatives out of the score table.
+        scores = torch.bmm(pred, z.transpose(1, 2)).view(b, span, k, t)
+        steps = torch.arange(1, k + 1, device=z.device)
+        pos = (torch.arange(span, device=z.device)[:, None] + steps).expand(b, -1, -1)
+        neg = sample_negatives(gen, (b, span, k), pos, t, self.exclusion, self.negatives)
+        logits = torch.gather(scores, 3, torch.cat([pos.unsqueeze(-1), neg], -1)) / h ** 0.5
+        loss = F.cross_entropy(logits.reshape(-1, 1 + self.negatives),
+                               torch.zeros(b * span * k, dtype=torch.long, device=z.device))
+        acc = (logits.argmax(-1) == 0).float().mean((0, 1))
+        return loss, acc.detach()
+
+    @torch.no_grad()
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        """Pooled context, (B, hidden)."""
+        return self.features(wave)[1].mean(1)
+
+
+def random_windows(rng: np.random.Generator, samples: np.ndarray, length: int) -> np.ndarray:
+    """A random `length`-sample window of each row of (n, S)."""
+    if samples.shape[1] <= length:
+        return samples
+    starts = rng.integers(0, samples.shape[1] - length + 1, len(samples))
+    return np.stack([row[s:s + length] for row, s in zip(samples, starts)])
+
+
+def to_wave(samples: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """int16 (B, S) -> float in [-1, 1] on `device`."""
+    return torch.as_tensor(samples).to(device).float() / 32768.0

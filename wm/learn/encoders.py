@@ -1,0 +1,173 @@
+"""Trained models as embedders, for the memory and for queries. A version's checkpoint
+carries its architecture, so any recorded version loads whatever the settings say now."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from wm.config import Settings
+from wm.errors import WmError
+from wm.learn.cpc import to_wave
+from wm.learn.jepa import embed_images, to_input
+from wm.learn.models import ModelConfig, Models
+from wm.learn.train import autocast, pick_device
+from wm.learn.versions import all_versions, latest_version
+from wm.paths import Paths
+
+IMAGE_CHUNK = 32      # stills per forward pass: bounded memory, still large matmuls
+AUDIO_CHUNK = 32      # clip-length windows per forward pass
+MIN_SOUND = 0.25      # seconds: a shorter sound is too short to embed (zero-padded to this)
+
+
+@dataclass
+class ClipEmbeddings:
+    """float32 (n, D) each; rows of NaN where a clip lacks that modality. shared_* are
+    L2-normalised and comparable across modalities (sound against sight)."""
+    video: np.ndarray
+    audio: np.ndarray
+    shared_video: np.ndarray
+    shared_audio: np.ndarray
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    """BGR, BGRA or grey (as cv2.imread gives them) -> RGB."""
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
+class Encoders:
+    def __init__(self, models: Models, version: str, device: torch.device):
+        self.models = models.to(device).eval()
+        self.config = models.config
+        self.version = version
+        self.device = device
+
+    @property
+    def video_dim(self) -> int:
+        return self.config.jepa.width
+
+    @property
+    def audio_dim(self) -> int:
+        return self.config.cpc.hidden
+
+    @torch.no_grad()
+    def _video(self, stills: list[np.ndarray]) -> np.ndarray:
+        size = self.config.jepa.image_size
+        rgb = [_to_rgb(cv2.resize(s, (size, size), interpolation=cv2.INTER_AREA)) for s in stills]
+        out = []
+        for i in range(0, len(rgb), IMAGE_CHUNK):
+            with autocast(self.device):
+                x = to_input(np.stack(rgb[i:i + IMAGE_CHUNK]), self.device)
+                out.append(embed_images(self.models.jepa.teacher, x).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.video_dim), np.float32)
+
+    def _windows(self, samples: np.ndarray) -> list[np.ndarray]:
+        """A sound cut into clip-length windows (a tail shorter than a second is dropped
+        unless it is all there is): the model was trained on clips."""
+        n = self.config.clip_samples
+        x = np.asarray(samples, np.int16).ravel()
+        minimum = int(MIN_SOUND * self.config.sample_rate)
+        if x.size < minimum:
+            x = np.pad(x, (0, minimum - x.size))
+        wins = [x[i:i + n] for i in range(0, x.size, n)]
+        if len(wins) > 1 and wins[-1].size < self.config.sample_rate:
+            wins.pop()
+        return wins
+
+    @torch.no_grad()
+    def _audio(self, sounds: list[np.ndarray]) -> np.ndarray:
+        """One embedding per sound: the mean over its windows."""
+        wins, owner = [], []
+        for i, s in enumerate(sounds):
+            for w in self._windows(s):
+                wins.append(w)
+                owner.append(i)
+        emb = np.zeros((len(wins), self.audio_dim), np.float32)
+        order = sorted(range(len(wins)), key=lambda j: wins[j].size)  # equal lengths batch together
+        for start in range(0, len(order), AUDIO_CHUNK):
+            group = order[start:start + AUDIO_CHUNK]
+            by_len: dict[int, list[int]] = {}
+            for j in group:
+                by_len.setdefault(wins[j].size, []).append(j)
+            for idx in by_len.values():
+                wave = to_wave(np.stack([wins[j] for j in idx]), self.device)
+                emb[idx] = self.models.cpc.embed(wave).cpu().numpy()
+        out = np.zeros((len(sounds), self.audio_dim), np.float32)
+        np.add.at(out, owner, emb)
+        return out / np.bincount(owner, minlength=len(sounds))[:, None].clip(1)
+
+    @torch.no_grad()
+    def shared(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        heads = self.models.align
+        out = []
+        for x, head in ((video, heads.video), (audio, heads.audio)):
+            y = np.full((len(x), self.config.align.dim), np.nan, np.float32)
+            ok = ~np.isnan(x).any(1)
+            if ok.any():
+                y[ok] = head(torch.from_numpy(x[ok]).to(self.device)).float().cpu().numpy()
+            out.append(y)
+        return out[0], out[1]
+
+    def embed_clips(self, stills: list[list[np.ndarray]], audio: list[np.ndarray | None]) -> ClipEmbeddings:
+        """stills: each clip's BGR frames (may be empty); audio: each clip's int16 16 kHz
+        samples or None."""
+        if len(stills) != len(audio):
+            raise ValueError(f"{len(stills)} clips of stills but {len(audio)} of audio")
+        n = len(stills)
+        video = np.full((n, self.video_dim), np.nan, np.float32)
+        flat = [s for clip in stills for s in clip]
+        if flat:
+            per_still = self._video(flat)
+            owner = np.repeat(np.arange(n), [len(c) for c in stills])
+            sums = np.zeros((n, self.video_dim), np.float32)
+            np.add.at(sums, owner, per_still)
+            counts = np.bincount(owner, minlength=n)
+            video[counts > 0] = sums[counts > 0] / counts[counts > 0, None]
+        aud = np.full((n, self.audio_dim), np.nan, np.float32)
+        have = [i for i, a in enumerate(audio) if a is not None]
+        if have:
+            aud[have] = self._audio([audio[i] for i in have])
+        shared_video, shared_audio = self.shared(video, aud)
+        return ClipEmbeddings(video, aud, shared_video, shared_audio)
+
+    def embed_image(self, bgr: np.ndarray) -> ClipEmbeddings:
+        return self.embed_clips([[bgr]], [None])
+
+    def embed_sound(self, samples: np.ndarray) -> ClipEmbeddings:
+        """int16 16 kHz mono samples, any length."""
+        return self.embed_clips([[]], [samples])
+
+
+def load_checkpoint(path, device: torch.device) -> dict:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise WmError(f"{path}: model checkpoint is missing") from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise WmError(f"{path}: model checkpoint cannot be read ({e})") from None
+
+
+def models_from_checkpoint(ckpt: dict) -> Models:
+    models = Models(ModelConfig.from_dict(ckpt["config"]))
+    models.load_state_dict(ckpt["models"])
+    return models
+
+
+def load_encoders(settings: Settings, paths: Paths, version: str | None = None) -> Encoders:
+    """The newest promoted version, or the named one (promoted or not)."""
+    if version is None:
+        v = latest_version(paths)
+        if v is None:
+            raise WmError("no trained model yet: run `wm sleep` on a day of clips first")
+    else:
+        found = [x for x in all_versions(paths) if x.version == version]
+        if not found:
+            raise WmError(f"model version {version} is not known (see `wm status`)")
+        v = found[0]
+    device = pick_device(settings.learn.device)
+    return Encoders(models_from_checkpoint(load_checkpoint(paths.root / v.checkpoint, device)),
+                    v.version, device)

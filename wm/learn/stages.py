@@ -1,0 +1,195 @@
+"""The three training stages of a night: what one step of each does."""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from wm.capture.writer import read_wav
+from wm.config import Settings
+from wm.learn.cpc import WINDOW_SECONDS, random_windows, to_wave
+from wm.learn.data import ClipRef, NightData, StillCache, audio_batch, frame_pairs, pick
+from wm.learn.encoders import Encoders
+from wm.learn.jepa import to_input
+from wm.learn.masks import sample_masks, spec_for
+from wm.learn.models import Models
+from wm.learn.train import Stage, autocast, momentum_at
+
+ALIGN_POOL = 4096        # clips embedded for the alignment stage (one pass over each)
+EMBED_CHUNK = 64         # clips loaded at once while embedding them
+
+
+def _micro(batch: int, micro: int) -> list[int]:
+    return [min(micro, batch - i) for i in range(0, batch, micro)]
+
+
+def _sample(rng: np.random.Generator, clips: list[ClipRef], n: int) -> list[ClipRef]:
+    """n of the clips, in their order."""
+    return [clips[i] for i in np.sort(rng.choice(len(clips), n, replace=False))]
+
+
+class JepaStage(Stage):
+    name, unit = "jepa", "images"
+
+    def __init__(self, models: Models, data: NightData, settings: Settings, rng: np.random.Generator,
+                 device: torch.device):
+        s = settings.learn
+        self.jepa, self.rng, self.device = models.jepa, rng, device
+        self.s = s.jepa
+        self.batch, self.lr, self.micro = s.batch_size, s.jepa.lr, s.micro_batch
+        self.replay_fraction = s.replay_fraction
+        self.module = torch.nn.ModuleList([self.jepa.encoder, self.jepa.predictor])
+        self.spec = spec_for(self.s.image_size, self.s.patch_size, self.s.mask_ratio, self.s.target_blocks)
+        self.today = [c for c in data.train if c.stills]
+        self.replay = [c for c in data.replay if c.stills]
+        self.cache = StillCache(self.s.image_size)
+        # The next micro-batch is decoded and cropped in a thread while this one trains
+        # (OpenCV lets go of the GIL); only that thread draws from `rng` in this stage.
+        self.loader = ThreadPoolExecutor(1, thread_name_prefix="wm-jepa-load")
+        self.ahead: Future | None = None
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.today or self.replay)
+
+    def _load(self, m: int):
+        clips = pick(self.rng, self.today, self.replay, m, self.replay_fraction)
+        now, later = frame_pairs(self.rng, clips, self.s.image_size, self.s.cross_frame, self.cache)
+        return now, later, sample_masks(self.rng, self.spec, m)
+
+    def step(self, step: int, total: int, should_stop: Callable[[], bool]) -> dict[str, float] | None:
+        loss_sum = 0.0
+        sizes = _micro(self.batch, self.micro)
+        for i, m in enumerate(sizes):
+            if should_stop():
+                return None
+            batch = (self.ahead or self.loader.submit(self._load, m)).result()
+            self.ahead = self.loader.submit(self._load, sizes[(i + 1) % len(sizes)])
+            now, later, masks = batch
+            with autocast(self.device):
+                loss = self.jepa.loss(to_input(now, self.device), masks, to_input(later, self.device))
+            (loss * (m / self.batch)).backward()
+            loss_sum += loss.item() * m / self.batch
+        return {"loss": loss_sum}
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.result()
+        self.loader.shutdown()
+
+    def after_step(self, step: int, total: int) -> None:
+        self.jepa.update_teacher(momentum_at(step + 1, total, self.s.ema_start, self.s.ema_end))
+
+
+class CpcStage(Stage):
+    name, unit = "cpc", "clips"
+
+    def __init__(self, models: Models, data: NightData, settings: Settings, rng: np.random.Generator,
+                 device: torch.device, gen: torch.Generator):
+        s = settings.learn
+        self.cpc, self.rng, self.device, self.gen = models.cpc, rng, device, gen
+        self.batch, self.lr, self.micro = s.batch_size, s.cpc.lr, s.micro_batch
+        self.replay_fraction = s.replay_fraction
+        self.samples = settings.capture.clip_samples
+        self.window = int(WINDOW_SECONDS * settings.capture.sample_rate)
+        self.module = self.cpc
+        self.today = [c for c in data.train if c.audio]
+        self.replay = [c for c in data.replay if c.audio]
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.today or self.replay)
+
+    def step(self, step: int, total: int, should_stop: Callable[[], bool]) -> dict[str, float] | None:
+        loss_sum, acc_sum = 0.0, 0.0
+        for m in _micro(self.batch, self.micro):
+            if should_stop():
+                return None
+            clips = pick(self.rng, self.today, self.replay, m, self.replay_fraction)
+            waves = random_windows(self.rng, audio_batch(clips, self.samples), self.window)
+            loss, acc = self.cpc.loss(to_wave(waves, self.device), self.gen)
+            (loss * (m / self.batch)).backward()
+            loss_sum += loss.item() * m / self.batch
+            acc_sum += acc.mean().item() * m / self.batch
+        return {"loss": loss_sum, "accuracy": acc_sum}
+
+
+def load_clip_media(clips: list[ClipRef]) -> tuple[list[list[np.ndarray]], list[np.ndarray | None]]:
+    """BGR stills and int16 audio of each clip, as Encoders.embed_clips takes them."""
+    stills = [[img for img in (cv2.imread(str(p)) for p in c.stills) if img is not None] for c in clips]
+    audio = [read_wav(c.audio)[0] if c.audio else None for c in clips]
+    return stills, audio
+
+
+def embed_refs(encoders: Encoders, clips: list[ClipRef], should_stop: Callable[[], bool] = lambda: False):
+    """(video, audio) embeddings of clips, in chunks; None if a stop was requested."""
+    video, audio = [], []
+    for i in range(0, len(clips), EMBED_CHUNK):
+        if should_stop():
+            return None
+        e = encoders.embed_clips(*load_clip_media(clips[i:i + EMBED_CHUNK]))
+        video.append(e.video)
+        audio.append(e.audio)
+    dim_v, dim_a = encoders.video_dim, encoders.audio_dim
+    return (np.concatenate(video) if video else np.zeros((0, dim_v), np.float32),
+            np.concatenate(audio) if audio else np.zeros((0, dim_a), np.float32))
+
+
+class AlignStage(Stage):
+    """Heads on frozen embeddings: every clip is embedded once, then the steps are cheap."""
+    name, unit = "align", "clips"
+
+    def __init__(self, models: Models, data: NightData, settings: Settings, rng: np.random.Generator,
+                 device: torch.device, should_stop: Callable[[], bool]):
+        s = settings.learn
+        self.models, self.rng, self.device, self.should_stop = models, rng, device, should_stop
+        self.align = models.align
+        self.batch, self.lr, self.replay_fraction = s.batch_size, s.align.lr, s.replay_fraction
+        self.exclusion = s.align.exclusion_seconds
+        self.module = self.align
+        today = [c for c in data.train if c.stills and c.audio]
+        replay = [c for c in data.replay if c.stills and c.audio]
+        n_replay = min(len(replay), int(ALIGN_POOL * s.replay_fraction) if today else ALIGN_POOL)
+        self.replay_refs = _sample(rng, replay, n_replay)
+        self.today_refs = _sample(rng, today, min(len(today), ALIGN_POOL - n_replay))
+        self.inputs = None
+
+    @property
+    def has_data(self) -> bool:
+        return len(self.today_refs) + len(self.replay_refs) >= 2
+
+    def prepare(self) -> None:
+        enc = Encoders(self.models, "training", self.device)
+        self.models.train()
+        refs = self.today_refs + self.replay_refs
+        e = embed_refs(enc, refs, self.should_stop)
+        if e is None:
+            return
+        # Seconds since the earliest clip: float32 keeps a second's precision over years.
+        starts = np.array([c.start for c in refs])
+        times = torch.from_numpy((starts - starts.min()).astype(np.float32)) if refs else torch.zeros(0)
+        self.inputs = (torch.from_numpy(e[0]), torch.from_numpy(e[1]), times)
+
+    def _draw(self, lo: int, hi: int, n: int) -> np.ndarray:
+        n = min(n, hi - lo)
+        return lo + self.rng.choice(hi - lo, n, replace=False) if n > 0 else np.zeros(0, np.int64)
+
+    def step(self, step: int, total: int, should_stop: Callable[[], bool]) -> dict[str, float] | None:
+        if self.inputs is None or should_stop():
+            return None
+        n_today, n_all = len(self.today_refs), len(self.today_refs) + len(self.replay_refs)
+        n_old = int(round(self.batch * self.replay_fraction)) if n_all > n_today else 0
+        if not n_today:
+            n_old = self.batch
+        idx = torch.from_numpy(np.concatenate([self._draw(0, n_today, self.batch - n_old),
+                                               self._draw(n_today, n_all, n_old)]))
+        v, a, t = (x[idx].to(self.device) for x in self.inputs)
+        loss = self.align.loss(v, a, t, self.exclusion)
+        loss.backward()
+        return {"loss": loss.item(), "temperature": float(1 / self.align.logit_scale.detach().exp())}
+
+    def after_step(self, step: int, total: int) -> None:
+        self.align.clamp_()
