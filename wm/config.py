@@ -297,6 +297,11 @@ def load(explicit: str | os.PathLike | None = None, overrides: dict | None = Non
     return dataclasses.replace(settings, sources=sources)
 
 
+def defaults() -> Settings:
+    """The shipped defaults alone, whatever the user's own file says."""
+    return _build(Settings, _parse(_defaults_text(), "defaults.yaml"), {})
+
+
 def flatten(settings: Settings) -> list[tuple[str, object, str]]:
     """(dotted key, value, source) for every setting, in file order."""
     rows: list[tuple[str, object, str]] = []

@@ -1,0 +1,57 @@
+"""The README is what a newcomer follows: its configuration reference must match the
+shipped defaults, its commands must exist, and its links must lead somewhere."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from wm import config
+from wm.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _between(text: str, begin: str, end: str) -> str:
+    assert begin in text and end in text, f"README lacks the markers {begin} / {end}"
+    return text.split(begin, 1)[1].split(end, 1)[0].strip()
+
+
+def test_config_reference_is_the_generated_table():
+    expected = subprocess.run([sys.executable, str(ROOT / "tools" / "config_reference.py")],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    got = _between(README, "<!-- config-reference:begin -->", "<!-- config-reference:end -->")
+    assert got == expected, "README's configuration reference is stale: run python tools/config_reference.py"
+
+
+def test_every_setting_has_a_default_and_a_meaning_in_the_readme():
+    rows = {m.group(1): (m.group(2), m.group(3).strip())
+            for m in re.finditer(r"^\| `([a-z_.]+)` \| `([^`]*)` \|(.*)\|$", README, re.M)}
+    keys = [key for key, _value, _source in config.flatten(config.defaults())]
+    assert len(keys) > 50
+    missing = [k for k in keys if k not in rows]
+    assert not missing, f"settings not in the README: {missing}"
+    unexplained = [k for k in keys if not rows[k][1]]
+    assert not unexplained, f"settings without a meaning in wm/defaults.yaml: {unexplained}"
+
+
+def test_every_command_is_in_the_readme():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in sub.choices:
+        assert f"wm {name}" in README, f"`wm {name}` is not described in the README"
+
+
+def test_the_two_commands_and_ci_agree():
+    assert "make demo" in README and "make test" in README
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M), ".ci/run must run the README's test command"
+
+
+def test_links_lead_to_files():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+\.md)\)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
