@@ -9,13 +9,14 @@ from. Nothing is staged: a model that fails to tell the places apart shows as a 
 rate, and the demo says so. The user's own settings and data are never read or written."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
 import tempfile
 import textwrap
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -28,7 +29,7 @@ from wm.errors import WmError
 from wm.paths import Paths
 
 PLACES = ("kitchen", "desk", "garden", "street")
-SCENES = (0, 1, 2, 3)          # the wm.synth scene that plays each place
+SCENES = (0, 1, 4, 3)          # the wm.synth scene that plays each place
 # The day, in order (indices of PLACES): every place six times, for two clips each, so the
 # memory holds each place under six different lights and sound takes, not one.
 VISITS = (2, 3, 0, 1, 2, 0, 1, 3, 2, 1, 3, 0, 3, 0, 2, 1, 3, 0, 1, 2, 1, 2, 0, 3)
@@ -38,6 +39,7 @@ TOPK = 5
 # New pictures and new sounds asked for per place: one query's answers mostly stand or
 # fall together (its nearest clips are alike), so a hit rate needs several queries.
 ASKED = 5
+GOOD = 0.8                     # a hit rate below this is called out as only partly learned
 SEED = 0
 SLEEP_BUDGET_SECONDS = 200.0   # a slow, busy machine trains fewer steps rather than overrun
 MARKER = ".wm-demo"            # says a folder is a demo's, which a later demo may clear
@@ -104,7 +106,8 @@ class Kind:
 KINDS = {
     "image": Kind("new pictures (--image)", "By picture: a new photo of the {}", "garden",
                   "by sight"),
-    "image-shared": Kind("the same, --modality shared", "", None, "by sight and sound"),
+    "image-shared": Kind("the same, --modality shared", "", None,
+                         "by sight through the shared space"),
     "sound": Kind("new sounds (--audio)", "By sound: a new recording of the {}", "street",
                   "by sound"),
     "word": Kind("taught words (--text)", "By taught word: '{}' (its example clip left out)",
@@ -242,7 +245,7 @@ def prepare_folder(workdir: Path) -> DemoFolder:
     return folder
 
 
-@contextmanager
+@contextlib.contextmanager
 def isolated(folder: DemoFolder) -> Iterator[tuple[config.Settings, Paths]]:
     """The demo's settings and home: WM_HOME and WM_CONFIG point into the demo folder for
     this process and its children, and the log goes to the demo's log file."""
@@ -522,7 +525,11 @@ def demo(settings, paths: Paths, folder: DemoFolder, started: float) -> Summary:
     s.examples = example_clips(paths, where)
     for name, clip in s.examples.items():
         say(f"    $ wm label {clip} {name}")
-        run_label(settings, paths, clip, name)
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):
+            run_label(settings, paths, clip, name)
+        for line in said.getvalue().splitlines():
+            say(f"    {line}")
 
     t0 = stage(5, f"Asking the memory; each answer is checked against the day's schedule (top"
              f" {TOPK}, ✓ = really from that place)")
@@ -542,9 +549,14 @@ def demo(settings, paths: Paths, folder: DemoFolder, started: float) -> Summary:
     say("    (--modality shared ranks a picture against clips as seen and heard, in the space"
         " the alignment learned)")
     weak = [KINDS[k].plain for k, sc in s.scores.items() if sc.rate < 2 * sc.chance]
+    partly = [KINDS[k].plain for k, sc in s.scores.items() if 2 * sc.chance <= sc.rate < GOOD]
     if weak:
         say(f"    Honestly: this short night did not learn to tell the places apart"
             f" {' or '.join(weak)} (less than twice what random picks get).")
+    if partly:
+        say(f"    Honestly: asked {' and '.join(partly)}, it tells some places apart but mixes others up"
+            f" (right less than {GOOD:.0%} of the time): the demo's vision model is tiny (48 px)"
+            f" and trained for seconds on 144 stills.")
     s.stage_seconds["queries"] = round(time.monotonic() - t0, 1)
     s.seconds = round(time.monotonic() - started, 1)
     return s
@@ -562,8 +574,9 @@ def where_next(s: Summary, folder: DemoFolder, keep: bool) -> None:
         rows = [
             ("demo folder", str(folder.root)),
             ("recording", rel(folder.recording)),
-            ("clips", f"{rel(home.clips_dir(s.date))}/  (video + manifest; stills in"
-                      f" {rel(home.frames_dir(s.date))}/, sound in {rel(home.audio_dir(s.date))}/)"),
+            # A demo run across midnight files its clips under two days: name the roots.
+            ("clips", f"{rel(home.clips_root)}/DAY/  (video + manifest; stills in"
+                      f" {rel(home.frames_dir('DAY'))}/, sound in {rel(home.audio_dir('DAY'))}/)"),
             ("memory", f"{rel(home.memory_db)} and {rel(home.embeddings)}/"),
             ("models", f"{rel(home.daily_checkpoint_dir(s.date))}/"),
             ("report", f"{rel(home.report(s.date))} and {rel(home.report(s.date, 'png'))}"),
