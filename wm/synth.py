@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from wm.capture.manifest import Manifest, Source
-from wm.capture.writer import ClipMedia, partial_name, write_clip
+from wm.atomic import partial_name
+from wm.capture.writer import ClipMedia, write_clip
 from wm.clipids import clip_id
 from wm.config import Settings
 from wm.paths import Paths

@@ -31,7 +31,8 @@ from av.video.reformatter import VideoReformatter
 from wm import log
 from wm.capture.manifest import FINAL, PADDED, Gap, Manifest, Source
 from wm.capture.segments import Segment, missing_spans, nearest, segments, slot_times
-from wm.capture.writer import ClipMedia, partial_name, write_clip
+from wm.atomic import partial_name
+from wm.capture.writer import ClipMedia, write_clip
 from wm.clipids import clip_id, local_date
 from wm.config import Settings
 from wm.errors import WmError

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from wm import log
-from wm.capture.writer import atomic_write_bytes
+from wm.atomic import atomic_write_bytes
 from wm.paths import Paths
 
 

@@ -23,7 +23,8 @@ from wm.capture.camera import OFF, Camera, disabled, open_error
 from wm.capture.manifest import FINAL, Manifest, Source
 from wm.capture.pause import is_paused
 from wm.capture.segmenter import Cut, Segmenter
-from wm.capture.writer import PARTIAL, ClipMedia, write_clip
+from wm.atomic import PARTIAL
+from wm.capture.writer import ClipMedia, write_clip
 from wm.clipids import clip_id, local_date
 from wm.errors import WmError
 from wm.paths import Paths

@@ -4,7 +4,6 @@ whole or not at all. A crash leaves at most the in-flight clip's `.partial` file
 `remove_partials` clears at the next start."""
 from __future__ import annotations
 
-import os
 import wave
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wm.atomic import PARTIAL, atomic_write_bytes, commit_file, fsync_dir, partial_name
 from wm.capture.manifest import AUDIO_ONLY, VIDEO_ONLY, Gap, Manifest, Source
 from wm.paths import Paths
 
@@ -23,36 +23,6 @@ if TYPE_CHECKING:
 # av and cv2 are imported where they are used: `wm pause`, `wm status` and friends use the
 # atomic-write helpers here and should not pay half a second for codecs they never touch.
 
-PARTIAL = ".partial"
-
-
-def partial_name(path: Path) -> Path:
-    return path.with_name(path.name + PARTIAL)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _commit(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def remove_partials(paths: Paths) -> list[Path]:
@@ -91,7 +61,7 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
-    _commit(tmp, path)
+    commit_file(tmp, path)
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -109,7 +79,7 @@ def write_jpeg(path: Path, bgr: np.ndarray, quality: int) -> None:
         raise OSError(f"{path}: JPEG encoding failed")
     tmp = partial_name(path)
     tmp.write_bytes(buf.tobytes())
-    _commit(tmp, path)
+    commit_file(tmp, path)
 
 
 def _yuv_frame(img: np.ndarray | av.VideoFrame) -> av.VideoFrame:
@@ -165,7 +135,7 @@ def write_mp4(path: Path, frames: list[np.ndarray | av.VideoFrame], fps: int,
                 out.mux(pkt)
             for pkt in as_.encode():
                 out.mux(pkt)
-    _commit(tmp, path)
+    commit_file(tmp, path)
 
 
 def write_clip(paths: Paths, clip: ClipMedia, *, clip_seconds: int, sample_rate: int,

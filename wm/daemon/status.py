@@ -62,7 +62,7 @@ class DaemonStatus:
     data_bytes_at: float | None = None
 
     def write(self, path: Path) -> None:
-        from wm.capture.writer import atomic_write_bytes
+        from wm.atomic import atomic_write_bytes
 
         atomic_write_bytes(path, json.dumps(asdict(self), indent=1).encode())
 

@@ -29,7 +29,8 @@ from watchdog.observers import Observer
 
 from wm import log
 from wm.capture.manifest import Manifest
-from wm.capture.writer import PARTIAL, remove_partials
+from wm.atomic import PARTIAL
+from wm.capture.writer import remove_partials
 from wm.clipids import parse_date
 from wm.config import Settings
 from wm.daemon.children import spawn

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wm.capture.writer import atomic_write_bytes
+from wm.atomic import atomic_write_bytes
 from wm.learn.evaluate import Evaluation
 from wm.learn.train import StageRecord
 from wm.paths import Paths

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from wm import log
-from wm.capture.writer import atomic_write_bytes
+from wm.atomic import atomic_write_bytes
 from wm.config import Settings
 from wm.errors import WmError
 from wm.learn.data import NightData, night_data

@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 import torch
 
 from wm import log
+from wm.atomic import write_atomically
 from wm.errors import WmError
 from wm.progress import Progress
 
@@ -79,14 +80,8 @@ def param_groups(params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a .partial name, fsync, rename: a crash leaves the old file or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """torch.save so that a crash leaves the old file or the new."""
+    write_atomically(path, lambda f: torch.save(obj, f))
 
 
 @dataclass

@@ -14,13 +14,13 @@ recall@10 against exact search reaches TARGET_RECALL. If that takes more than a 
 of the cells, the data has no structure IVF can use and searches stay exact."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from wm import log
+from wm.atomic import commit_file, partial_name
 from wm.memory.store import IndexRecord, Shard, Store
 
 TARGET_RECALL = 0.97     # measured at build; the issue asks for >= 0.95 at query time
@@ -127,11 +127,9 @@ def _save(index, folder: Path, kind: str) -> Path:
     faiss = _faiss()
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{kind}-{time.time_ns():x}.ivf"
-    tmp = final.with_name(final.name + ".partial")
+    tmp = partial_name(final)
     faiss.write_index(index, str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    commit_file(tmp, final)
     return final
 
 

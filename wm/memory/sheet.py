@@ -7,7 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wm.capture.writer import atomic_write_bytes, read_wav
+from wm.atomic import atomic_write_bytes
+from wm.capture.writer import read_wav
 from wm.errors import WmError
 from wm.memory.store import ClipRecord
 from wm.paths import Paths

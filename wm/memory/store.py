@@ -24,6 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
+from wm.atomic import fsync_dir, write_atomically
 from wm.daemon.queue import COMMITTED, Queue, connect
 from wm.paths import Paths
 
@@ -188,23 +189,11 @@ def fused_shared(shared_video: np.ndarray, shared_audio: np.ndarray) -> np.ndarr
     return out
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_array(path: Path, arr: np.ndarray) -> None:
-    """Atomically: .partial, fsync, rename. A reader sees the whole array or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """A reader sees the whole array or nothing."""
+    write_atomically(path, lambda f: np.save(f, arr))
 
 
 class Store:
@@ -389,7 +378,7 @@ class Store:
         vec_path, key_path = self.shard_path(rel)
         save_array(vec_path, np.ascontiguousarray(vecs[order], np.float32))
         save_array(key_path, np.ascontiguousarray(keys[order], np.int64))
-        _fsync_dir(vec_path.parent)
+        fsync_dir(vec_path.parent)
         return rel, len(keys), vecs.shape[1]
 
     def _insert_shard(self, version: str, date: str, kind: str, rel: str, rows: int, dim: int,
