@@ -163,5 +163,5 @@ def test_demo_runs_the_pipeline_and_its_answers_are_right(tmp_path, home, run_wm
     assert json.loads((demo_home / "state" / "last_sleep.json").read_text())["result"] == "completed"
     assert (work / "recording.mp4").stat().st_size > 100_000
 
-    # The user's home got no recordings or memory (the command line opens its log only).
-    assert not (home.root / "data").exists() and not (home.root / "memory").exists()
+    # The user's data root was not touched at all: no recordings, memory or log.
+    assert not home.root.exists()

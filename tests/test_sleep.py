@@ -15,11 +15,13 @@ import torch
 import yaml
 
 from learn_support import TINY, day, merge, queue_day, tiny_settings
+from wm.daemon.queue import Queue
 from wm.errors import WmError
 from wm.learn.encoders import load_checkpoint, load_encoders
 from wm.learn.sleep import run_sleep, sleep_cycle
 from wm.learn.versions import all_versions
 from wm.paths import Paths
+from wm.synth import make_day
 
 DAY = day(1)
 SHORT = {"jepa": {"steps": 40}, "cpc": {"steps": 20}, "align": {"steps": 20}}
@@ -117,6 +119,19 @@ def test_nothing_queued_is_nothing_to_do(tmp_path, capsys):
     last = json.loads(paths.last_sleep_file.read_text())
     assert last["result"] == "nothing_to_do" and last["finished"] >= last["started"]
     assert "nothing to learn" in capsys.readouterr().out
+
+
+def test_clips_recorded_without_the_daemon_are_learned(tmp_path, capsys):
+    # `wm record` then `wm sleep --now`, no `wm run`: no watcher queued the clips.
+    settings = tiny_settings(**SHORT)
+    paths = Paths(tmp_path)
+    make_day(settings, paths, DAY, 12, seed=7)
+    assert run_sleep(settings, paths, None, None) == 0
+    out = capsys.readouterr().out
+    assert "commit: 12 committed" in out, out
+    q = Queue(paths.memory_db)
+    assert {i.state for i in q.items(date=DAY)} == {"committed"} and len(q.items(date=DAY)) == 12
+    q.close()
 
 
 def test_a_second_cycle_is_refused_while_one_runs(tmp_path):

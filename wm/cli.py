@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="last lines to show (default 50; with --since, all of them)")
 
     sp = cmd("demo", _demo, "run a short made-up day through the whole pipeline")
+    sp.set_defaults(standalone=True)
     sp.add_argument("--workdir", type=Path, help="where to put the demo (default: a temp dir)")
     sp.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return parser
@@ -211,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     args.config = getattr(args, "config", None)
     args.debug = getattr(args, "debug", False)
     try:
+        if getattr(args, "standalone", False):
+            # `wm demo` runs in a home of its own: the user's settings and data are not touched
+            return int(args.handler(args, None, None) or 0)
         settings = config.load(args.config)
         paths = Paths.from_settings(settings)
         level = "debug" if args.debug else settings.logging.level

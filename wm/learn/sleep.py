@@ -23,6 +23,7 @@ import torch
 from wm import log
 from wm.atomic import atomic_write_bytes
 from wm.config import Settings
+from wm.daemon.queue import Queue
 from wm.errors import WmError
 from wm.learn.data import NightData, night_data
 from wm.learn.encoders import Encoders, load_checkpoint, load_encoders, models_from_checkpoint
@@ -302,6 +303,27 @@ def _write_last_sleep(paths: Paths, started: str, t0: float, outcome: SleepOutco
     atomic_write_bytes(paths.last_sleep_file, json.dumps(body, indent=1).encode())
 
 
+def queue_unwatched_clips(paths: Paths) -> int:
+    """Queue the clips that no watcher saw (`wm record` or `wm ingest` without `wm run`).
+    Only day folders changed since an hour before the previous cycle began are read, so
+    a year of clips is not rescanned every night."""
+    from wm.daemon.watcher import queue_clips_on_disk   # watchdog is not needed otherwise
+    since = None
+    try:
+        started = json.loads(paths.last_sleep_file.read_text()).get("started")
+        since = datetime.fromisoformat(started).timestamp() - 3600 if started else None
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    q = Queue(paths.memory_db)
+    try:
+        n = queue_clips_on_disk(paths, q, since)
+    finally:
+        q.close()
+    if n:
+        _log.info("clips_queued", clips=n, reason="written while no watcher ran")
+    return n
+
+
 def run_sleep(settings: Settings, paths: Paths, date: str | None, budget_seconds: float | None) -> int:
     """The CLI: 0 when the cycle completed (or had nothing to do), 130 when a signal
     stopped it (it resumes next time)."""
@@ -317,6 +339,7 @@ def run_sleep(settings: Settings, paths: Paths, date: str | None, budget_seconds
     started, t0 = _now(), time.monotonic()
     outcome = SleepOutcome(FAILED, date=date)
     try:
+        queue_unwatched_clips(paths)
         outcome = sleep_cycle(settings, paths, date, budget_seconds, stop)
     except BaseException as e:
         outcome.stages["error"] = f"{type(e).__name__}: {e}"
