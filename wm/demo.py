@@ -485,8 +485,8 @@ def demo(settings, paths: Paths, folder: DemoFolder, started: float) -> Summary:
 
     t0 = stage(1, f"Making a {SCHEDULE.seconds / 60:g}-minute recording of a day in"
                   f" {len(PLACES)} places")
-    say(f"    {', '.join(PLACES)}: each has its own look and sound; the light, camera shake,")
-    say("    passers-by and the sound's pitch and loudness change from moment to moment")
+    say(f"    {', '.join(PLACES)}: each has its own look and sound; the light, the colours,")
+    say("    where things stand, and the sound's pitch and loudness change from moment to moment")
     for line in textwrap.wrap(" ".join(s.visits), 80, initial_indent=f"the day, {VISIT_SECONDS:g} s"
                               " a visit: ", subsequent_indent="  "):
         say(f"    {line}")

@@ -1,11 +1,12 @@
 """A synthetic day with known structure, for tests, the demo and benchmarks.
 
 There are K scene types. Each has a fixed identity (drawn from a generator seeded by the
-scene number): a shape and texture layout for the eye and a sound texture for the ear
-(a chord, a band of filtered noise, rhythmic clicks or a warbling tone). Every clip
-jitters what a camera and a microphone would: where things are, lighting and colour
-cast, sensor noise, loudness, pitch and background hiss. So a model has to find the
-scene under the nuisance, and a test knows the answer (`SynthClip.scene`)."""
+scene number): a room for the eye (wall texture, floor, window, an object) and a sound
+texture for the ear (a chord, a band of filtered noise, rhythmic clicks or a warbling
+tone). Every clip jitters what a camera and a microphone would: where things are (and
+the camera, a little), lighting and colour cast, sensor noise, loudness, pitch and
+background hiss. So a model has to find the scene under the nuisance, and a test knows
+the answer (`SynthClip.scene`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ class _Identity:
     sound: str
     pitch: float                             # Hz: chord root / band centre / click tone / warble
     rhythm: float                            # Hz: click rate or warble rate
+    floor: tuple[float, float, float]        # BGR 0..1 of the floor along the bottom
+    floor_top: float                         # where the floor starts, as a share of the height
+    window: tuple[float, float, float, float]  # left, top, width, height as shares of the frame
 
 
 def _identity(scene: int) -> _Identity:
@@ -63,6 +67,10 @@ def _identity(scene: int) -> _Identity:
         sound=SOUNDS[scene % len(SOUNDS)],
         pitch=float(200 * 1.31 ** (scene % 7) * r.uniform(0.97, 1.03)),
         rhythm=float(2.0 + 1.3 * (scene % 5)),
+        floor=tuple(r.uniform(0.1, 0.9, 3)),
+        floor_top=float(r.uniform(0.55, 0.8)),
+        window=(float(r.uniform(0.05, 0.65)), float(r.uniform(0.05, 0.2)),
+                float(r.uniform(0.2, 0.3)), float(r.uniform(0.2, 0.3))),
     )
 
 
@@ -85,6 +93,15 @@ def scene_still(scene: int, rng: np.random.Generator, size=(480, 640)) -> np.nda
     background = (1 - mix) * np.asarray(ident.background) + mix * rng.uniform(0.25, 0.75, 3)
     ink = (1 - mix) * np.asarray(ident.ink) + mix * rng.uniform(0, 1, 3)
     img = background.astype(np.float32)[:, None, None] * shade
+    # The room: a floor and a bright window where this place has them, seen from a
+    # camera that is never quite where it was (a shift of a few per cent).
+    dx, dy = rng.normal(0, 0.02, 2)
+    top = int((ident.floor_top + dy) * h)
+    floor = (1 - mix) * np.asarray(ident.floor) + mix * rng.uniform(0.1, 0.9, 3)
+    img[:, max(0, top):, :] = floor.astype(np.float32)[:, None, None] * (1 + np.float32(0.15) * stripes[max(0, top):])
+    wx, wy, ww, wh = ident.window
+    x0, y0 = int((wx + dx) * w), int((wy + dy) * h)
+    img[:, max(0, y0):max(0, y0 + int(wh * h)), max(0, x0):max(0, x0 + int(ww * w))] = np.float32(0.95)
     # The shape: jittered position, size and rotation.
     cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
     r = rng.uniform(0.16, 0.24) * min(h, w)
