@@ -108,7 +108,7 @@ def test_demo_runs_the_pipeline_and_its_answers_are_right(tmp_path, home, run_wm
         assert q["right"] == sum(row["right"] for row in q["results"])
 
     # The answers beat random picks by a clear margin, for every kind of query: sound and
-    # taught words nearly always (runs give 0.9-1.0), pictures less so (runs give ~0.5).
+    # taught words nearly always (runs give 0.9-1.0), pictures less so (runs give 0.8-0.9).
     scores = s["scores"]
     assert set(scores) == {"image", "image-shared", "sound", "word"}
     for kind, score in scores.items():
@@ -118,7 +118,7 @@ def test_demo_runs_the_pipeline_and_its_answers_are_right(tmp_path, home, run_wm
     assert scores["sound"]["rate"] >= 0.8, scores
     assert scores["word"]["rate"] >= 0.75, scores
     for kind in ("image", "image-shared"):
-        assert scores[kind]["rate"] >= 1.5 * scores[kind]["chance"], scores
+        assert scores[kind]["rate"] >= 2.4 * scores[kind]["chance"], scores   # 0.6 against 0.25
     right = sum(sc["right"] for sc in scores.values())
     asked = sum(sc["asked"] for sc in scores.values())
     chance = sum(sc["chance"] * sc["asked"] for sc in scores.values()) / asked

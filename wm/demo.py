@@ -53,8 +53,8 @@ DEMO_SETTINGS = {
         "checkpoint_minutes": 60.0, "log_every": 100, "seed": SEED,
         # Four places: an embedding that knows them has an effective rank near 4.
         "collapse_min_rank": 2.0,
-        "jepa": {"image_size": 48, "patch_size": 8, "depth": 2, "heads": 2, "width": 64,
-                 "predictor_depth": 1, "predictor_width": 32, "steps": 1000, "lr": 0.0003},
+        "jepa": {"image_size": 48, "patch_size": 8, "depth": 4, "heads": 4, "width": 128,
+                 "predictor_depth": 2, "predictor_width": 64, "steps": 1000, "lr": 0.0003},
         "cpc": {"n_mels": 32, "hop_ms": 20, "hidden": 64, "prediction_steps": 4,
                 "negatives": 16, "negative_exclusion": 3, "steps": 200, "lr": 0.001},
         "align": {"dim": 32, "steps": 500, "lr": 0.001},
@@ -556,7 +556,7 @@ def demo(settings, paths: Paths, folder: DemoFolder, started: float) -> Summary:
     if partly:
         say(f"    Honestly: asked {' and '.join(partly)}, it tells some places apart but mixes others up"
             f" (right less than {GOOD:.0%} of the time): the demo's vision model is tiny (48 px)"
-            f" and trained for seconds on 144 stills.")
+            f" and trained for about a minute on 144 stills.")
     s.stage_seconds["queries"] = round(time.monotonic() - t0, 1)
     s.seconds = round(time.monotonic() - started, 1)
     return s
