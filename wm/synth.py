@@ -98,10 +98,13 @@ def scene_still(scene: int, rng: np.random.Generator, size=(480, 640)) -> np.nda
     dx, dy = rng.normal(0, 0.02, 2)
     top = int((ident.floor_top + dy) * h)
     floor = (1 - mix) * np.asarray(ident.floor) + mix * rng.uniform(0.1, 0.9, 3)
-    img[:, max(0, top):, :] = floor.astype(np.float32)[:, None, None] * (1 + np.float32(0.15) * stripes[max(0, top):])
+    top = max(0, top)
+    img[:, top:, :] = floor.astype(np.float32)[:, None, None] * (1 + np.float32(0.15) * stripes[top:])
     wx, wy, ww, wh = ident.window
     x0, y0 = int((wx + dx) * w), int((wy + dy) * h)
-    img[:, max(0, y0):max(0, y0 + int(wh * h)), max(0, x0):max(0, x0 + int(ww * w))] = np.float32(0.95)
+    rows = slice(max(0, y0), max(0, y0 + int(wh * h)))
+    cols = slice(max(0, x0), max(0, x0 + int(ww * w)))
+    img[:, rows, cols] = np.float32(0.95)
     # The shape: jittered position, size and rotation.
     cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
     r = rng.uniform(0.16, 0.24) * min(h, w)
