@@ -136,11 +136,6 @@ class StillCache:
         return img
 
 
-def square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """The whole frame squeezed to size x size (what the encoders see at inference)."""
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-
-
 @dataclass(frozen=True)
 class CropBox:
     """A crop as shares of the frame (so one box fits two frames of any size) and a mirror flag."""

@@ -307,13 +307,13 @@ def queue_unwatched_clips(paths: Paths) -> int:
     """Queue the clips that no watcher saw (`wm record` or `wm ingest` without `wm run`).
     Only day folders changed since an hour before the previous cycle began are read, so
     a year of clips is not rescanned every night."""
+    from wm.daemon.status import LastSleep
     from wm.daemon.watcher import queue_clips_on_disk   # watchdog is not needed otherwise
-    since = None
+    last = LastSleep.read(paths.last_sleep_file)
     try:
-        started = json.loads(paths.last_sleep_file.read_text()).get("started")
-        since = datetime.fromisoformat(started).timestamp() - 3600 if started else None
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass
+        since = datetime.fromisoformat(last.started).timestamp() - 3600 if last and last.started else None
+    except ValueError:
+        since = None
     q = Queue(paths.memory_db)
     try:
         n = queue_clips_on_disk(paths, q, since)
