@@ -90,9 +90,9 @@ def child_baseline(url: str, seconds: float) -> dict:
 
 
 def child_recorder(url: str, seconds: float, home: str) -> dict:
-    from wm import config, log
+    from wm.base import config, log
+    from wm.base.paths import Paths
     from wm.capture.recorder import Recorder
-    from wm.paths import Paths
 
     log.setup(None, "warning")
     settings = config.load(None)
@@ -110,7 +110,7 @@ def child_recorder(url: str, seconds: float, home: str) -> dict:
 
 def video_gap_seconds(home: Path) -> tuple[float, float]:
     """(seconds of video gaps, seconds recorded) over the manifests written."""
-    from wm.capture.manifest import Manifest
+    from wm.base.manifest import Manifest
 
     gaps = total = 0.0
     for p in sorted((home / "data" / "clips").rglob("*.json")):

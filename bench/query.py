@@ -30,11 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wm import config  # noqa: E402
+from wm.base import config  # noqa: E402
+from wm.base.paths import Paths  # noqa: E402
 from wm.memory import ann  # noqa: E402
 from wm.memory.search import search  # noqa: E402
 from wm.memory.store import KINDS, NewClip, Store  # noqa: E402
-from wm.paths import Paths  # noqa: E402
 
 DIM = 256
 PER_DAY = 28_800
@@ -168,12 +168,12 @@ def bench_size(n: int, n_queries: int, settings, workdir: Path) -> None:
 
 
 def bench_commit(n_clips: int, workdir: Path) -> None:
+    from wm.base.queue import Queue
+    from wm.demo.synth import make_day
     from wm.learn.encoders import Encoders
     from wm.learn.models import ModelConfig, build_models
     from wm.learn.train import pick_device
     from wm.memory.commit import commit_queued
-    from wm.synth import make_day
-    from wm.daemon.queue import Queue
 
     settings = config.load(None)
     paths = Paths(workdir / "commit")

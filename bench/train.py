@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from wm import config  # noqa: E402
+from wm.base import config  # noqa: E402
+from wm.demo.synth import scene_sound, scene_still  # noqa: E402
 from wm.learn.cpc import WINDOW_SECONDS, to_wave  # noqa: E402
 from wm.learn.data import ClipRef, StillCache, frame_pairs  # noqa: E402
 from wm.learn.encoders import Encoders  # noqa: E402
@@ -48,7 +49,6 @@ from wm.learn.masks import sample_masks, spec_for  # noqa: E402
 from wm.learn.models import ModelConfig, build_models  # noqa: E402
 from wm.learn.stages import ALIGN_POOL  # noqa: E402
 from wm.learn.train import cpu_threads, param_groups, pick_device  # noqa: E402
-from wm.synth import scene_sound, scene_still  # noqa: E402
 
 
 def timed(fn, warmup: int, reps: int, sync) -> float:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from wm import config
-from wm.paths import Paths
+from wm.base import config
+from wm.base.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 

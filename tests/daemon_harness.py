@@ -122,11 +122,11 @@ def events(home: Path) -> list[dict]:
 def main() -> int:
     from zoneinfo import ZoneInfo
 
-    from wm import config, log
+    from wm.base import config, log
+    from wm.base.errors import WmError
+    from wm.base.paths import Paths
     from wm.capture.recorder import Recorder
     from wm.daemon.supervisor import Daemon, Injected
-    from wm.errors import WmError
-    from wm.paths import Paths
 
     control = Control(Path(os.environ["WM_TEST_CONTROL"]))
     source = os.environ.get("WM_TEST_SOURCE")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from datetime import date, timedelta
 
-from wm import config
-from wm.daemon.queue import Queue
-from wm.paths import Paths
-from wm.synth import make_day
+from wm.base import config
+from wm.base.paths import Paths
+from wm.base.queue import Queue
+from wm.demo.synth import make_day
 
 # Tiny models: 48 px images (6 x 6 patches), 20 ms audio frames, narrow everything.
 TINY = {"learn": {

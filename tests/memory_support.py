@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from wm.capture.manifest import Manifest
-from wm.capture.writer import read_wav
-from wm.daemon.queue import Queue
+from wm.base.manifest import Manifest
+from wm.base.media import read_wav
+from wm.base.queue import Queue
 from wm.memory.store import KINDS, Store
 
 SHARED_DIM = 3
@@ -167,7 +167,7 @@ def check_consistent(paths) -> dict:
 
 
 def settings_for_tests(**overrides):
-    from wm import config
+    from wm.base import config
 
     over = {"capture": {"video_width": 320, "video_height": 240}}
     for section, values in overrides.items():
@@ -177,7 +177,7 @@ def settings_for_tests(**overrides):
 
 def make_memory_day(paths, settings, date: str, n_clips: int, seed: int = 0, start=None):
     """Synthetic clips written and queued (not yet committed); returns the SynthClips."""
-    from wm.synth import make_day
+    from wm.demo.synth import make_day
 
     clips = make_day(settings, paths, date, n_clips=n_clips, n_scenes=4, seed=seed, start=start)
     enqueue(paths, clips)

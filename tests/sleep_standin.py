@@ -13,10 +13,12 @@ import os
 import signal
 import sys
 import time
+from datetime import datetime, timezone
 
-from wm import config
-from wm.daemon.queue import COMMITTED, Queue, owner_id
-from wm.paths import Paths
+from wm.base import config
+from wm.base.lastsleep import LastSleep
+from wm.base.paths import Paths
+from wm.base.queue import COMMITTED, Queue, owner_id
 
 BATCH = 2
 WORK_SECONDS = float(os.environ.get("STANDIN_WORK_SECONDS", "0.15"))
@@ -28,6 +30,10 @@ def _io_class() -> int:
     IOPRIO_GET, WHO_PROCESS = {"x86_64": 252, "aarch64": 31}[os.uname().machine], 1
     prio = ctypes.CDLL(None, use_errno=True).syscall(IOPRIO_GET, WHO_PROCESS, 0)
     return prio >> 13
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
 
 
 def main() -> int:
@@ -65,11 +71,8 @@ def main() -> int:
         note(event="committed", ids=ids, marked=n)
         done += n
     q.release(owner)
-    record = {"started": started, "finished": time.time(), "seconds": time.time() - started,
-              "result": result, "stages": {"standin": f"{done} clips committed"}}
-    tmp = paths.last_sleep_file.with_suffix(".partial")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, paths.last_sleep_file)
+    LastSleep(started=_iso(started), finished=_iso(time.time()), seconds=time.time() - started,
+              result=result, stages={"standin": f"{done} clips committed"}).write(paths.last_sleep_file)
     note(event="exit", result=result, committed=done)
     return 0
 

@@ -7,17 +7,17 @@ import logging
 import os
 import time
 
+import mediagen
 import numpy as np
 import pytest
 
-import mediagen
-from wm import config, log
-from wm.capture.manifest import AUDIO_ONLY, FINAL, PADDED, VIDEO_ONLY
+from wm.base import config, log
+from wm.base.errors import WmError
+from wm.base.manifest import AUDIO_ONLY, FINAL, PADDED, VIDEO_ONLY
+from wm.base.media import read_wav
+from wm.base.paths import Paths
 from wm.capture.pause import pause, resume
 from wm.capture.recorder import Recorder
-from wm.capture.writer import read_wav
-from wm.errors import WmError
-from wm.paths import Paths
 
 
 @pytest.fixture

@@ -10,12 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
+from loopback import (
+    MjpegServer,
+    PulseServer,
+    free_port,
+    require_tools,
+    tone_onset,
+    tone_wav,
+)
 
-from loopback import MjpegServer, PulseServer, free_port, require_tools, tone_onset, tone_wav
-from wm import config
-from wm.capture.manifest import FINAL, PADDED, Manifest
-from wm.capture.writer import read_wav
-from wm.paths import Paths
+from wm.base import config
+from wm.base.manifest import FINAL, PADDED, Manifest
+from wm.base.media import read_wav
+from wm.base.paths import Paths
 
 pytestmark = pytest.mark.slow
 
@@ -317,8 +324,8 @@ def test_portaudio_missing_says_what_to_install(monkeypatch):
     this is exactly what `import sounddevice` raises without libportaudio2."""
     import importlib.abc
 
+    from wm.base.errors import WmError
     from wm.capture import microphone
-    from wm.errors import WmError
 
     class NoPortAudio(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):

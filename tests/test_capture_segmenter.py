@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wm.base.manifest import FINAL, PADDED
 from wm.capture import segments
 from wm.capture.camera import backoff, fit
-from wm.capture.manifest import FINAL, PADDED
-from wm.capture.segmenter import AUDIO_WAIT, START_WAIT, VIDEO_REACH, MinWindow, Segmenter
+from wm.capture.segmenter import (
+    AUDIO_WAIT,
+    START_WAIT,
+    VIDEO_REACH,
+    MinWindow,
+    Segmenter,
+)
 
 RATE, N, FPS = 16000, 48000, 10
 BLOCK = 1600

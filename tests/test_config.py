@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from wm import config
-from wm.paths import Paths
+from wm.base import config
+from wm.base.paths import Paths
 
 
 def write(path: Path, text: str) -> Path:

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from wm import config, log
+from wm.base import config, log
 from wm.daemon.notify import Heartbeat, Notifier, capture_alive, watchdog_interval
-from wm.daemon.probes import (SystemProbes, parse_hid_idle, parse_loginctl, parse_pmset,
-                              read_power_supply)
+from wm.daemon.probes import (
+    SystemProbes,
+    parse_hid_idle,
+    parse_loginctl,
+    parse_pmset,
+    read_power_supply,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -23,11 +23,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-
+from daemon_harness import (
+    REPO,
+    TINY_LEARN,
+    Control,
+    daemon_env,
+    events,
+    start_daemon,
+    wait_for,
+    write_config,
+)
 from loopback import MjpegServer
-from daemon_harness import (REPO, TINY_LEARN, Control, daemon_env, events, start_daemon,
-                            wait_for, write_config)
-from wm.synth import write_recording
+
+from wm.demo.synth import write_recording
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

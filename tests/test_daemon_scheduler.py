@@ -5,19 +5,31 @@ sleep cycle is tested with the learning code) as a real child process."""
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from daemon_harness import events, standin_command, wait_for, write_config
-from wm import config
+
+from wm.base import config
+from wm.base.errors import WmError
+from wm.base.paths import Paths
+from wm.base.queue import COMMITTED, QUEUED, Queue
 from wm.daemon.probes import Idle
-from wm.daemon.queue import COMMITTED, QUEUED, Queue
-from wm.daemon.scheduler import (KEEP, START, STOP, WAIT, Done, NightWindow, Readings, Scheduler,
-                                 budget_seconds, decide, first_instant)
-from wm.errors import WmError
-from wm.paths import Paths
+from wm.daemon.scheduler import (
+    KEEP,
+    START,
+    STOP,
+    WAIT,
+    Done,
+    NightWindow,
+    Readings,
+    Scheduler,
+    budget_seconds,
+    decide,
+    first_instant,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -190,7 +202,7 @@ def night(tmp_path, monkeypatch):
     monkeypatch.setenv("STANDIN_WORK_SECONDS", "0.3")
     settings = config.load(None)
     paths = Paths.from_settings(settings)
-    from wm.synth import make_day
+    from wm.demo.synth import make_day
 
     clips = make_day(settings, paths, "2025-01-15", 12)
     q = Queue(paths.memory_db)
@@ -241,7 +253,7 @@ def test_a_night_starts_stops_and_resumes(night):
     assert events(home)[-1]["result"] == "completed"
     assert q.counts() == {QUEUED: 0, COMMITTED: 12, "purged": 0}
     # Nothing more this window even with new clips queued: one finished cycle a night.
-    from wm.synth import make_day
+    from wm.demo.synth import make_day
     for c in make_day(sched.settings, sched.paths, "2025-01-16", 2, seed=1,
                       start=datetime(2025, 1, 16, 2, 0, tzinfo=timezone.utc)):
         q.enqueue(c.manifest, str(c.manifest_path.relative_to(sched.paths.data)))

@@ -10,16 +10,23 @@ import time
 from pathlib import Path
 
 import pytest
-
 from daemon_harness import REPO, write_config
-from wm import config
+
+from wm.base import config
+from wm.base.paths import Paths
+from wm.base.queue import COMMITTED, Queue
 from wm.capture.pause import pause
-from wm.daemon.queue import COMMITTED, Queue
 from wm.daemon.scheduler import SchedulerView
-from wm.daemon.status import (NOT_RUNNING, RUNNING_NOT_RECORDING, RUNNING_RECORDING, DaemonStatus,
-                              RecorderView, WatcherView, build_report)
-from wm.paths import Paths
-from wm.synth import make_day
+from wm.daemon.status import (
+    NOT_RUNNING,
+    RUNNING_NOT_RECORDING,
+    RUNNING_RECORDING,
+    DaemonStatus,
+    RecorderView,
+    WatcherView,
+    build_report,
+)
+from wm.demo.synth import make_day
 
 
 @pytest.fixture

@@ -7,14 +7,15 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-
 from daemon_harness import wait_for, write_config
-from wm import config
+
+from wm.base import config
+from wm.base.paths import Paths
+from wm.base.queue import COMMITTED, QUEUED, Queue
+from wm.capture.scan import queue_clips_on_disk
 from wm.capture.writer import atomic_write_bytes
-from wm.daemon.queue import COMMITTED, QUEUED, Queue
-from wm.daemon.watcher import Watcher, ingest_command, queue_clips_on_disk
-from wm.paths import Paths
-from wm.synth import make_day, write_recording
+from wm.daemon.watcher import Watcher, ingest_command
+from wm.demo.synth import make_day, write_recording
 
 DAY = "2025-01-15"
 

@@ -16,8 +16,14 @@ import cv2
 import pytest
 import yaml
 
-from wm.demo import MARKER, QueryOutcome, ResultRow, Schedule, prepare_folder, scorecard
-
+from wm.demo.run import (
+    MARKER,
+    QueryOutcome,
+    ResultRow,
+    Schedule,
+    prepare_folder,
+    scorecard,
+)
 
 # -- the pure parts ------------------------------------------------------------------------
 

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import av
 import cv2
+import mediagen as mg
 import numpy as np
 import pytest
 
-import mediagen as mg
+from wm.base.clipids import clip_id, local_date
+from wm.base.manifest import AUDIO_ONLY, FINAL, PADDED, VIDEO_ONLY, Manifest
+from wm.base.media import read_wav
+from wm.base.paths import Paths
 from wm.capture import ingest as ing
 from wm.capture import writer
-from wm.capture.manifest import AUDIO_ONLY, FINAL, PADDED, VIDEO_ONLY, Manifest
-from wm.clipids import clip_id, local_date
-from wm.paths import Paths
 
 DATE = "2025-01-15"
 # the flash and the click happen at 4.0 s: clip 1 (3-6 s), its second still, 1.0 s into its WAV
@@ -54,7 +55,7 @@ def loudest_instant(paths: Paths, mans: list[Manifest]) -> tuple[int, float]:
     """(clip number, seconds into its WAV) of the loudest 5 ms."""
     best = (-1.0, 0, 0.0)
     for i, m in enumerate(mans):
-        samples, rate = writer.read_wav(paths.data / m.audio)
+        samples, rate = read_wav(paths.data / m.audio)
         win = rate // 200
         energy = np.abs(samples.astype(np.float64)).reshape(-1, win).sum(axis=1)
         j = int(energy.argmax())
@@ -95,7 +96,7 @@ def test_clips_frames_and_sound_land_where_the_source_put_them(main_file, run_cl
     assert PADDED in tail.flags and FINAL in tail.flags
     assert tail.duration == pytest.approx(1.5, abs=0.05) and len(tail.frames) == 1
     # the padding after the real content is silence
-    samples, _ = writer.read_wav(home.data / tail.audio)
+    samples, _ = read_wav(home.data / tail.audio)
     assert not samples[int(1.6 * 16000):].any() and samples[:16000].any()
 
     assert [m.source.offset for m in mans] == [0.0, 3.0, 6.0]
@@ -137,7 +138,7 @@ def test_containers_and_layouts(media, settings, home, name, spec, tolerance):
     mans = manifests(home)
     assert [len(m.frames) for m in mans] == [3, 3, 1]
     for m in mans:
-        samples, rate = writer.read_wav(home.data / m.audio)
+        samples, rate = read_wav(home.data / m.audio)
         assert (len(samples), rate) == (48000, 16000)
     assert brightest_still(home, mans) == (1, 1)
     clip, at = loudest_instant(home, mans)

@@ -8,19 +8,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from learn_support import TINY, merge, queue_day
-from wm import config
+
+from wm.base import config
+from wm.base.paths import Paths
+from wm.demo.synth import make_day
 from wm.learn.data import audio_batch, clip_ref
 from wm.learn.encoders import Encoders, load_encoders
 from wm.learn.evaluate import cpc_accuracy
 from wm.learn.metrics import rankme, recall_at_k
 from wm.learn.models import ModelConfig, build_models
-from wm.learn.sleep import sleep_cycle
 from wm.learn.stages import load_clip_media
 from wm.learn.versions import all_versions
-from wm.paths import Paths
-from wm.synth import make_day
+from wm.nightly.cycle import sleep_cycle
 
 # Fixed days: the night's batch order depends on its date, and a proof must not change
 # from one day to the next. Retention is pushed out so their media stay.

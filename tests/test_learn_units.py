@@ -7,20 +7,32 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from learn_support import tiny_settings
-from wm.errors import WmError
+
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 from wm.learn.align import Align
 from wm.learn.cpc import Cpc, sample_negatives
-from wm.learn.data import ClipRef, frame_pairs, pick, random_box, StillCache
+from wm.learn.data import ClipRef, StillCache, frame_pairs, pick, random_box
 from wm.learn.encoders import Encoders, load_encoders
 from wm.learn.evaluate import Evaluation
 from wm.learn.metrics import Spread, mean_std, rankme, recall_at_k, spread
 from wm.learn.models import ModelConfig, Models, build_models
 from wm.learn.report import NightReport, write_report
-from wm.learn.train import StageRecord, autocast, lr_at, momentum_at, param_groups, pick_device
-from wm.learn.versions import all_versions, latest_version, next_version_name, record_version
-from wm.paths import Paths
+from wm.learn.train import (
+    StageRecord,
+    autocast,
+    lr_at,
+    momentum_at,
+    param_groups,
+    pick_device,
+)
+from wm.learn.versions import (
+    all_versions,
+    latest_version,
+    next_version_name,
+    record_version,
+)
 
 
 def test_lr_warms_up_then_follows_a_cosine_to_zero():

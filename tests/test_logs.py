@@ -1,6 +1,6 @@
 """`wm logs`: readable and JSON output, level and age filters, the tail reaching into
 rotated files, and `-f` following a log that is written and rotated by the real
-RotatingFileHandler (wm.log.setup) while it runs."""
+RotatingFileHandler (wm.base.log.setup) while it runs."""
 from __future__ import annotations
 
 import json
@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from wm import log
+from wm.base import log
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 from wm.daemon.logview import run_logs
-from wm.errors import WmError
-from wm.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def real_log():
-    """wm.log.setup in this process; the handlers are taken down afterwards."""
+    """wm.base.log.setup in this process; the handlers are taken down afterwards."""
     yield log.setup
     root = logging.getLogger()
     for h in list(root.handlers):

@@ -8,14 +8,19 @@ import time
 from pathlib import Path
 
 import pytest
+from memory_support import (
+    check_consistent,
+    day_encoders,
+    make_memory_day,
+    settings_for_tests,
+)
 
-from memory_support import check_consistent, day_encoders, make_memory_day, settings_for_tests
-from wm.daemon.queue import Queue
+from wm.base.paths import Paths
+from wm.base.queue import Queue
 from wm.memory import commit as commit_mod
 from wm.memory.commit import commit_queued
 from wm.memory.query import QueryRequest, answer
 from wm.memory.store import Store
-from wm.paths import Paths
 
 DATE = "2025-01-15"
 TESTS = Path(__file__).parent
@@ -28,7 +33,7 @@ from pathlib import Path
 from memory_support import settings_for_tests, day_encoders
 from wm.memory import commit
 from wm.memory.store import Store
-from wm.paths import Paths
+from wm.base.paths import Paths
 
 paths = Paths(Path(sys.argv[1]))
 settings = settings_for_tests(daemon={"lease_seconds": 3.0})

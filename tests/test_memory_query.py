@@ -10,17 +10,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from memory_support import (
+    check_consistent,
+    fit_toy_encoders,
+    make_memory_day,
+    settings_for_tests,
+)
 
-from memory_support import check_consistent, fit_toy_encoders, make_memory_day, settings_for_tests
 from wm import cli
+from wm.base.paths import Paths
+from wm.base.queue import Queue
 from wm.capture.writer import write_wav
-from wm.daemon.queue import Queue
+from wm.demo.synth import scene_sound, scene_still
 from wm.memory.commit import commit_queued
 from wm.memory.labels import run_label
 from wm.memory.query import QueryRequest, parse_when, plan, run_query
 from wm.memory.sheet import CELL
-from wm.paths import Paths
-from wm.synth import scene_sound, scene_still
 
 DATE = "2025-01-15"
 

@@ -4,6 +4,8 @@ query (nothing injected). Checks the seams: dimensions, versions, every query fo
 import json
 
 from memory_support import check_consistent, make_memory_day, settings_for_tests
+
+from wm.base.paths import Paths
 from wm.learn.encoders import load_encoders
 from wm.learn.models import ModelConfig, build_models
 from wm.learn.train import atomic_save
@@ -12,7 +14,6 @@ from wm.memory.commit import commit_queued
 from wm.memory.labels import run_label
 from wm.memory.query import QueryRequest, run_query
 from wm.memory.store import Store
-from wm.paths import Paths
 
 DATE = "2025-01-15"
 SMALL = {

@@ -7,16 +7,21 @@ from datetime import datetime
 import cv2
 import numpy as np
 import pytest
+from memory_support import (
+    check_consistent,
+    day_encoders,
+    make_memory_day,
+    settings_for_tests,
+)
 
-from memory_support import check_consistent, day_encoders, make_memory_day, settings_for_tests
-from wm.daemon.queue import Queue
+from wm.base.paths import Paths
+from wm.base.queue import Queue
+from wm.demo.synth import scene_still
 from wm.memory.commit import commit_queued
 from wm.memory.query import QueryRequest, run_query
 from wm.memory.retention import apply_retention, media_bytes, media_files, select_purge
 from wm.memory.sheet import THUMB_WIDTH
 from wm.memory.store import Store
-from wm.paths import Paths
-from wm.synth import scene_still
 
 OLD, NEW, LATER = "2025-01-10", "2025-01-15", "2025-01-16"
 NOW = datetime(2025, 1, 16, 12, 0).astimezone().timestamp()

@@ -7,11 +7,11 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from wm.clipids import clip_id
+from wm.base.clipids import clip_id
+from wm.base.paths import Paths
 from wm.memory import ann
 from wm.memory.search import search, topk
 from wm.memory.store import KINDS, NewClip, Store, date_key_range
-from wm.paths import Paths
 
 DIM = 32
 DAYS = ["2025-01-13", "2025-01-14", "2025-01-15"]

@@ -6,13 +6,18 @@ import json
 import cv2
 import numpy as np
 import pytest
+from memory_support import (
+    check_consistent,
+    day_encoders,
+    make_memory_day,
+    settings_for_tests,
+)
 
-from memory_support import check_consistent, day_encoders, make_memory_day, settings_for_tests
+from wm.base.paths import Paths
+from wm.demo.synth import scene_still
 from wm.memory.commit import commit_queued
 from wm.memory.query import QueryRequest, answer, run_query
 from wm.memory.store import Store
-from wm.paths import Paths
-from wm.synth import scene_still
 
 OLD, NEW = "2025-01-14", "2025-01-15"
 

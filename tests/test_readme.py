@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wm import config
+from wm.base import config
 from wm.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def test_every_setting_has_a_default_and_a_meaning_in_the_readme():
     missing = [k for k in keys if k not in rows]
     assert not missing, f"settings not in the README: {missing}"
     unexplained = [k for k in keys if not rows[k][1]]
-    assert not unexplained, f"settings without a meaning in wm/defaults.yaml: {unexplained}"
+    assert not unexplained, f"settings without a meaning in wm/base/defaults.yaml: {unexplained}"
 
 
 def test_every_command_is_in_the_readme():

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from wm.capture.segments import (Segment, clip_index, clip_span, missing_spans, nearest,
-                                 segments, slot_times)
+from wm.capture.segments import (
+    Segment,
+    clip_index,
+    clip_span,
+    missing_spans,
+    nearest,
+    segments,
+    slot_times,
+)
 
 
 def test_clip_span_and_index_agree_at_the_boundaries():

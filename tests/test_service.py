@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from wm import config
+from wm.base import config
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 from wm.daemon import service
-from wm.errors import WmError
-from wm.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL = "io.wm.recorder"

@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from learn_support import TINY, day, merge, queue_day, tiny_settings
-from wm.daemon.queue import Queue
-from wm.errors import WmError
+
+from wm.base.errors import WmError
+from wm.base.paths import Paths
+from wm.base.queue import Queue
+from wm.demo.synth import make_day
 from wm.learn.encoders import load_checkpoint, load_encoders
-from wm.learn.sleep import run_sleep, sleep_cycle
 from wm.learn.versions import all_versions
-from wm.paths import Paths
-from wm.synth import make_day
+from wm.nightly.cycle import sleep_cycle
+from wm.nightly.run import run_sleep
 
 DAY = day(1)
 SHORT = {"jepa": {"steps": 40}, "cpc": {"steps": 20}, "align": {"steps": 20}}

@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from wm import config
-from wm.capture.manifest import Manifest
-from wm.capture.writer import read_wav
-from wm.daemon.queue import Queue
-from wm.paths import Paths
-from wm.synth import make_day, scene_sound, scene_still, write_recording
+from wm.base import config
+from wm.base.manifest import Manifest
+from wm.base.media import read_wav
+from wm.base.paths import Paths
+from wm.base.queue import Queue
+from wm.demo.synth import make_day, scene_sound, scene_still, write_recording
 
 DATE = "2025-01-15"
 

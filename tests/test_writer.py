@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from wm.base.manifest import AUDIO_ONLY, VIDEO_ONLY, Manifest, Source
+from wm.base.media import read_wav
 from wm.capture import writer
-from wm.capture.manifest import AUDIO_ONLY, VIDEO_ONLY, Manifest, Source
 
 DATE = "2025-01-15"
 START = datetime(2025, 1, 15, 14, 30, 12, tzinfo=timezone.utc)
@@ -44,7 +45,7 @@ def test_a_clip_is_written_whole(home):
     assert m.video == "clips/2025-01-15/20250115T143012Z.mp4"
     assert m.frames == [f"frames/2025-01-15/20250115T143012Z_{k}.jpg" for k in range(3)]
     assert m.start == "2025-01-15T14:30:12+00:00" and m.flags == []
-    samples, rate = writer.read_wav(home.data / m.audio)
+    samples, rate = read_wav(home.data / m.audio)
     assert rate == 16000 and np.array_equal(samples, tone())
     for f in m.frames:
         assert cv2.imread(str(home.data / f)).shape == (120, 160, 3)

@@ -1,5 +1,5 @@
 """Print the README's configuration reference: every key of the shipped defaults, its
-default and the meaning written beside it in wm/defaults.yaml. tests/test_readme.py
+default and the meaning written beside it in wm/base/defaults.yaml. tests/test_readme.py
 checks that the README holds exactly this table; after changing defaults.yaml run
 
     python tools/config_reference.py
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wm import config  # noqa: E402
+from wm.base import config  # noqa: E402
 
 
 def comments(yaml_text: str) -> dict[str, str]:

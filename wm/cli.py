@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from wm import __version__, config, log
-from wm.errors import WmError
-from wm.paths import Paths
+from wm import __version__
+from wm.base import config, log
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 
 
 class UsageError(WmError):
@@ -18,7 +19,7 @@ class UsageError(WmError):
 
 
 def _duration(text: str) -> float:
-    from wm.durations import parse_duration
+    from wm.base.durations import parse_duration
 
     try:
         return parse_duration(text)
@@ -27,7 +28,7 @@ def _duration(text: str) -> float:
 
 
 def _date(text: str) -> str:
-    from wm.clipids import parse_date
+    from wm.base.clipids import parse_date
 
     try:
         return parse_date(text)
@@ -78,7 +79,7 @@ def _status(a, s, p):
 
 
 def _sleep(a, s, p):
-    from wm.learn.sleep import run_sleep
+    from wm.nightly.run import run_sleep
     return run_sleep(s, p, date=a.date, budget_seconds=a.budget)
 
 
@@ -107,7 +108,7 @@ def _logs(a, s, p):
 
 
 def _demo(a, s, p):
-    from wm.demo import run_demo
+    from wm.demo.run import run_demo
     return run_demo(workdir=a.workdir, keep=a.keep)
 
 

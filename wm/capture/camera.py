@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from wm import log
+from wm.base import log
 from wm.capture import segments
 
 # FFmpeg prints connection errors itself; the state changes are logged here instead.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import glob
 import sys
 
-from wm.errors import WmError
+from wm.base.errors import WmError
 
 MAX_PROBED_INDEX = 4  # where cameras cannot be listed, indices 0..4 are tried
 

@@ -16,10 +16,10 @@ from typing import Callable
 import av
 import numpy as np
 
-from wm import log
+from wm.base import log
+from wm.base.errors import WmError
 from wm.capture import segments
 from wm.capture.camera import OFF, OK, fit
-from wm.errors import WmError
 
 
 class FileSource:

@@ -28,16 +28,16 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from wm import log
-from wm.capture.manifest import FINAL, PADDED, Gap, Manifest, Source
+from wm.base import log
+from wm.base.atomic import partial_name
+from wm.base.clipids import clip_id, local_date
+from wm.base.config import Settings
+from wm.base.errors import WmError
+from wm.base.manifest import FINAL, PADDED, Gap, Manifest, Source
+from wm.base.paths import Paths
+from wm.base.progress import Progress
 from wm.capture.segments import Segment, missing_spans, nearest, segments, slot_times
-from wm.atomic import partial_name
 from wm.capture.writer import ClipMedia, write_clip
-from wm.clipids import clip_id, local_date
-from wm.config import Settings
-from wm.errors import WmError
-from wm.paths import Paths
-from wm.progress import Progress
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts",
                   ".3gp"}

@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from wm import log
+from wm.base import log
+from wm.base.errors import WmError
 from wm.capture.camera import OFF, OK, REOPENING, backoff
-from wm.errors import WmError
 
 BLOCK_SECONDS = 0.1   # 10 callbacks a second: little overhead, a block well inside a clip
 # A new stream may take this long to deliver its first block (PulseAudio: ~1.2 s) before

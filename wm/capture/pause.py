@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from wm import log
-from wm.atomic import atomic_write_bytes
-from wm.paths import Paths
+from wm.base import log
+from wm.base.atomic import atomic_write_bytes
+from wm.base.paths import Paths
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import shutil
-import signal
 import threading
 import time
 from collections import deque
@@ -18,16 +17,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from wm import log
+from wm.base import log
+from wm.base.atomic import PARTIAL
+from wm.base.clipids import clip_id, local_date
+from wm.base.errors import WmError
+from wm.base.manifest import FINAL, Manifest, Source
+from wm.base.paths import Paths
+from wm.base.signals import StopFlag, stop_on_signals
 from wm.capture.camera import OFF, Camera, disabled, open_error
-from wm.capture.manifest import FINAL, Manifest, Source
 from wm.capture.pause import is_paused
 from wm.capture.segmenter import Cut, Segmenter
-from wm.atomic import PARTIAL
 from wm.capture.writer import ClipMedia, write_clip
-from wm.clipids import clip_id, local_date
-from wm.errors import WmError
-from wm.paths import Paths
 
 PAUSE_CHECK_SECONDS = 0.5
 QUEUE_LIMIT = 2000   # ~40 s of frames and blocks: a segmenter that far behind is stuck
@@ -425,35 +425,33 @@ def remove_stale_partials(paths: Paths, now: float | None = None) -> list[Path]:
 def run_record(settings, paths, duration, camera, microphone) -> int:
     """`wm record`: record until Ctrl-C / SIGTERM or for `duration` seconds, then stop
     cleanly (the clip in flight is written, short and flagged final)."""
-    from wm.progress import Progress
+    from wm.base.progress import Progress
 
     rec = Recorder(settings, paths, camera=camera, microphone=microphone)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop = StopFlag()
     progress = None
-    try:
-        rec.start()
-        print(f"wm: recording into {paths.data} (camera: {rec._camera_name()}, "
-              f"microphone: {rec._mic_name()}); Ctrl-C to stop", flush=True)
-        began = time.monotonic()
-        if duration:
-            progress = Progress(duration, "recording", unit="s")
-        while not stop.wait(0.25):
-            elapsed = time.monotonic() - began
+    with stop_on_signals(stop):
+        try:
+            rec.start()
+            print(f"wm: recording into {paths.data} (camera: {rec._camera_name()}, "
+                  f"microphone: {rec._mic_name()}); Ctrl-C to stop", flush=True)
+            began = time.monotonic()
+            if duration:
+                progress = Progress(duration, "recording", unit="s")
+            while not stop.event.wait(0.25):
+                elapsed = time.monotonic() - began
+                if progress is not None:
+                    h = rec.health()
+                    progress.update(min(elapsed, duration) - progress.done,
+                                    postfix=f"{h.clips_written} clips, camera {h.camera}, mic {h.microphone}")
+                if duration and elapsed >= duration:
+                    break
+                if rec.wait(0):
+                    break
+        finally:
+            rec.stop()
             if progress is not None:
-                h = rec.health()
-                progress.update(min(elapsed, duration) - progress.done,
-                                postfix=f"{h.clips_written} clips, camera {h.camera}, mic {h.microphone}")
-            if duration and elapsed >= duration:
-                break
-            if rec.wait(0):
-                break
-    finally:
-        rec.stop()
-        if progress is not None:
-            progress.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+                progress.close()
     h = rec.health()
     print(f"wm: stopped; {h.clips_written} clips written under {paths.data}")
     return 0

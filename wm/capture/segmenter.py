@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from wm.base.manifest import PADDED, Gap
 from wm.capture import segments
-from wm.capture.manifest import PADDED, Gap
 
 # A video slot takes the nearest frame within this many seconds; farther is a gap. Wider
 # than one slot so jitter and cameras down to ~2 fps never make gaps, narrow enough that

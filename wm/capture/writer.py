@@ -4,7 +4,6 @@ whole or not at all. A crash leaves at most the in-flight clip's `.partial` file
 `remove_partials` clears at the next start."""
 from __future__ import annotations
 
-import wave
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -13,9 +12,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wm.atomic import PARTIAL, atomic_write_bytes, commit_file, fsync_dir, partial_name
-from wm.capture.manifest import AUDIO_ONLY, VIDEO_ONLY, Gap, Manifest, Source
-from wm.paths import Paths
+from wm.base.atomic import (
+    PARTIAL,
+    atomic_write_bytes,
+    commit_file,
+    fsync_dir,
+    partial_name,
+)
+from wm.base.manifest import AUDIO_ONLY, VIDEO_ONLY, Gap, Manifest, Source
+from wm.base.media import write_wav
+from wm.base.paths import Paths
 
 if TYPE_CHECKING:
     import av
@@ -52,23 +58,6 @@ class ClipMedia:
     source: Source
     gaps: list[Gap] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    tmp = partial_name(path)
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
-    commit_file(tmp, path)
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """int16 mono samples and their rate."""
-    with wave.open(str(path), "rb") as w:
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        return data, w.getframerate()
 
 
 def write_jpeg(path: Path, bgr: np.ndarray, quality: int) -> None:

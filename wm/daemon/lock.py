@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from wm.errors import WmError
+from wm.base.errors import WmError
 
 # `wm status` takes the lock shared for an instant to see whether anyone holds it; a
 # `wm run` starting at that instant retries for this long before giving up.

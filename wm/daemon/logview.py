@@ -1,4 +1,4 @@
-"""`wm logs`: the structured log (logs/wm.jsonl, JSON lines written by wm/log.py) read
+"""`wm logs`: the structured log (logs/wm.jsonl, JSON lines written by wm/base/log.py) read
 back readably or as raw JSON lines, filtered by level and age, and followed across the
 size-based rotation of RotatingFileHandler (wm.jsonl -> wm.jsonl.1 -> ... and a new
 wm.jsonl)."""
@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from wm.errors import WmError
-from wm.paths import Paths
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40,
           "exception": 40, "critical": 50}

@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Callable, Mapping
 
-from wm import log
+from wm.base import log
 
 
 class Notifier:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from wm import log
-from wm.config import Settings
+from wm.base import log
+from wm.base.config import Settings
 
 # Load average per core below which the machine counts as unattended. The recorder
 # itself keeps a core a fraction busy; a person at work keeps it higher.

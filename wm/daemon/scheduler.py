@@ -21,16 +21,17 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, time as dtime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import time as dtime
 from typing import Callable
-from zoneinfo import ZoneInfo
 
-from wm import log
-from wm.config import Settings
+from wm.base import log
+from wm.base.clipids import local_tz
+from wm.base.config import Settings
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 from wm.daemon.children import same_command, spawn
 from wm.daemon.probes import Idle, Probes
-from wm.errors import WmError
-from wm.paths import Paths
 
 START, STOP, KEEP, WAIT = "start", "stop", "keep", "wait"
 
@@ -41,25 +42,6 @@ MAX_FAILURES_PER_WINDOW = 3
 
 
 # -- local time ---------------------------------------------------------------------
-
-def local_tz() -> tzinfo:
-    """The system's time zone with its daylight-saving rules (datetime's own local zone
-    is a fixed offset, wrong across a change)."""
-    key = os.environ.get("TZ", "").lstrip(":")
-    try:
-        if key.startswith("/"):
-            with open(key, "rb") as f:
-                return ZoneInfo.from_file(f)
-        if key:
-            return ZoneInfo(key)
-        target = os.path.realpath("/etc/localtime")
-        if "zoneinfo/" in target:
-            return ZoneInfo(target.split("zoneinfo/", 1)[1])
-        with open("/etc/localtime", "rb") as f:
-            return ZoneInfo.from_file(f)
-    except (OSError, ValueError):
-        return datetime.now().astimezone().tzinfo or timezone.utc
-
 
 def _wall(instant: datetime, tz: tzinfo) -> datetime:
     return instant.astimezone(tz).replace(tzinfo=None, fold=0)

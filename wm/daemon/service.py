@@ -22,9 +22,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
-from wm import config
-from wm.errors import WmError
-from wm.paths import Paths
+from wm.base import config
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 
 UNIT_NAME = "wm.service"
 PLIST_TEMPLATE = "io.wm.recorder.plist"

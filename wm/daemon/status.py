@@ -11,14 +11,16 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from wm.config import Settings
+from wm.base.clipids import local_tz
+from wm.base.config import Settings
+from wm.base.lastsleep import LastSleep
+from wm.base.paths import Paths
 from wm.daemon import lock
-from wm.daemon.scheduler import NightWindow, SchedulerView, local_tz
-from wm.paths import Paths
+from wm.daemon.scheduler import NightWindow, SchedulerView
 
 RUNNING_RECORDING, RUNNING_NOT_RECORDING, NOT_RUNNING = 0, 1, 3
 # The daemon rewrites its status this often; older than STALE_SECONDS means it is hung.
@@ -62,7 +64,7 @@ class DaemonStatus:
     data_bytes_at: float | None = None
 
     def write(self, path: Path) -> None:
-        from wm.atomic import atomic_write_bytes
+        from wm.base.atomic import atomic_write_bytes
 
         atomic_write_bytes(path, json.dumps(asdict(self), indent=1).encode())
 
@@ -75,36 +77,6 @@ class DaemonStatus:
                           "watcher": WatcherView(**d["watcher"])})
         except (OSError, ValueError, KeyError, TypeError):
             return None
-
-
-@dataclass(frozen=True)
-class LastSleep:
-    started: str | None
-    finished: str | None
-    seconds: float | None
-    result: str | None            # completed | interrupted | failed | nothing_to_do
-    stages: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: Path) -> "LastSleep | None":
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(d, dict):
-            return None
-        stages = d.get("stages") or {}
-        return cls(started=_iso(d.get("started")), finished=_iso(d.get("finished")),
-                   seconds=d.get("seconds") if isinstance(d.get("seconds"), (int, float)) else None,
-                   result=d.get("result"),
-                   stages={str(k): str(v) for k, v in stages.items()} if isinstance(stages, dict) else {})
-
-
-def _iso(value) -> str | None:
-    """Times in the last-sleep record as local ISO text (it may hold epoch seconds)."""
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc).astimezone(local_tz()).isoformat(timespec="seconds")
-    return str(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -166,7 +138,7 @@ def free_bytes(path: Path) -> int:
 
 
 def queue_counts(paths: Paths) -> dict[str, int]:
-    from wm.daemon.queue import STATES, Queue
+    from wm.base.queue import STATES, Queue
 
     if not paths.memory_db.exists():
         return {s: 0 for s in STATES}

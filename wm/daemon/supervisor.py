@@ -16,18 +16,19 @@ from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import Callable
 
-from wm import __version__, config, log
-from wm.config import Settings
+from wm import __version__
+from wm.base import config, log, signals
+from wm.base.config import Settings
+from wm.base.errors import WmError
+from wm.base.paths import Paths
+from wm.base.queue import QUEUED, Queue, owner_process
 from wm.daemon import lock
 from wm.daemon.children import pid_alive
 from wm.daemon.notify import Heartbeat, Notifier, watchdog_interval
 from wm.daemon.probes import Probes, SystemProbes
-from wm.daemon.queue import QUEUED, Queue
 from wm.daemon.scheduler import Scheduler, sleep_command
 from wm.daemon.status import WRITE_SECONDS, DaemonStatus, RecorderView, dir_bytes
 from wm.daemon.watcher import Ingest, Watcher, ingest_command
-from wm.errors import WmError
-from wm.paths import Paths
 
 # How often the main loop wakes: signals, the sleep child, health.
 LOOP_SECONDS = 0.25
@@ -63,11 +64,9 @@ def release_dead_claims(q: Queue) -> int:
     cycle killed -9), instead of waiting for their lease to run out."""
     node = os.uname().nodename
     released = 0
-    owners = [r[0] for r in q.conn.execute(
-        "SELECT DISTINCT owner FROM queue WHERE owner IS NOT NULL")]
-    for owner in owners:
-        host, pid, _ = (owner.rsplit(":", 2) + ["", "", ""])[:3]
-        if host == node and pid.isdigit() and not pid_alive(int(pid)):
+    for owner in q.owners():
+        proc = owner_process(owner)
+        if proc is not None and proc[0] == node and not pid_alive(proc[1]):
             released += q.release(owner)
     return released
 
@@ -105,14 +104,11 @@ class Daemon:
     # -- life cycle -------------------------------------------------------------------
     def run(self) -> int:
         fd = lock.acquire(self.paths.lock_file)
-        old = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, self._on_stop),
-                                                   (signal.SIGINT, self._on_stop),
-                                                   (signal.SIGHUP, self._on_hup))}
         try:
-            return self._run()
+            with signals.handling({signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop,
+                                   signal.SIGHUP: self._on_hup}):
+                return self._run()
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
             lock.release(fd)
 
     def _run(self) -> int:

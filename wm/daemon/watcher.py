@@ -27,16 +27,16 @@ from typing import Callable
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from wm import log
-from wm.capture.manifest import Manifest
-from wm.atomic import PARTIAL
+from wm.base import log
+from wm.base.atomic import PARTIAL
+from wm.base.clipids import parse_date
+from wm.base.config import Settings
+from wm.base.paths import Paths
+from wm.base.queue import Queue
+from wm.capture.scan import queue_clip, queue_clips_on_disk
 from wm.capture.writer import remove_partials
-from wm.clipids import parse_date
-from wm.config import Settings
 from wm.daemon.children import spawn
-from wm.daemon.queue import Queue
 from wm.daemon.status import WatcherView
-from wm.paths import Paths
 
 # A raw recording is ingested once it has not changed for this long (a copy in progress
 # grows; FSEvents on macOS has no close event to tell us it finished).
@@ -73,39 +73,6 @@ def ingest_command(config_path: str | None) -> Ingest:
                 lines = err.read().strip().splitlines()
                 raise RuntimeError(lines[-1] if lines else f"wm ingest exited {p.returncode}")
     return run
-
-
-def queue_clip(paths: Paths, q: Queue, manifest_path: Path) -> bool:
-    """Queue the clip whose manifest this is; False if it was known (or is unreadable)."""
-    try:
-        manifest = Manifest.read(manifest_path)
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        log.get("wm.watcher").warning("manifest_unreadable", file=str(manifest_path), error=str(e))
-        return False
-    new = q.enqueue(manifest, str(manifest_path.relative_to(paths.data)))
-    if new:
-        log.get("wm.watcher").debug("clip_queued", clip=manifest.id, date=manifest.date)
-    return new
-
-
-def queue_clips_on_disk(paths: Paths, q: Queue, since: float | None = None) -> int:
-    """Queue every clip on disk that the queue does not know (events are lost while no
-    watcher runs); returns how many were new. Reads only the manifests of unknown ids;
-    with `since`, looks only in day folders changed since then (wall time)."""
-    if not paths.clips_root.is_dir():
-        return 0
-    n = 0
-    days = (p for p in paths.clips_root.iterdir() if p.is_dir())
-    if since is not None:
-        days = (p for p in days if p.stat().st_mtime >= since - 1)
-    for day in sorted(days):
-        known = {item.clip_id for item in q.items(date=day.name)}
-        for manifest in sorted(day.glob("*.json")):
-            if manifest.stem not in known and queue_clip(paths, q, manifest):
-                n += 1
-    return n
 
 
 def _is_in_progress(path: Path) -> bool:

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wm.config import AlignSettings
+from wm.base.config import AlignSettings
 
 
 class Head(nn.Module):

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 
-from wm.config import CpcSettings
+from wm.base.config import CpcSettings
 
 # Training windows of 1.28 s cut at random from each clip (CPC_audio's 20480 samples): the
 # GRU runs step by step, so a shorter window is a proportionally cheaper step.

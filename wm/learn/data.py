@@ -10,11 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wm import log
-from wm.capture.manifest import Manifest
-from wm.capture.writer import read_wav
-from wm.daemon.queue import PURGED, QUEUED, Queue, QueueItem
-from wm.paths import Paths
+from wm.base import log
+from wm.base.manifest import Manifest
+from wm.base.media import read_wav
+from wm.base.paths import Paths
+from wm.base.queue import PURGED, QUEUED, Queue, QueueItem
 
 REPLAY_POOL = 4096   # earlier clips sampled per night; batches draw from this pool
 HELD_OUT_MAX = 512   # clips kept out of training to measure the night on

@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import torch
 
-from wm.config import Settings
-from wm.errors import WmError
+from wm.base.config import Settings
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 from wm.learn.cpc import to_wave
 from wm.learn.jepa import embed_images, to_input
 from wm.learn.models import ModelConfig, Models
 from wm.learn.train import autocast, pick_device
 from wm.learn.versions import all_versions, latest_version
-from wm.paths import Paths
 
 IMAGE_CHUNK = 32      # stills per forward pass: bounded memory, still large matmuls
 AUDIO_CHUNK = 32      # clip-length windows per forward pass

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wm.config import JepaSettings
+from wm.base.config import JepaSettings
 from wm.learn.masks import BatchMasks
 
 # Pixel normalisation: a fixed affine map is all a model trained from scratch needs.

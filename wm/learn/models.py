@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wm.config import AlignSettings, CpcSettings, JepaSettings, Settings
+from wm.base.config import AlignSettings, CpcSettings, JepaSettings, Settings
 from wm.learn.align import Align
 from wm.learn.cpc import Cpc
 from wm.learn.jepa import Jepa

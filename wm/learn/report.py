@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wm.atomic import atomic_write_bytes
+from wm.base.atomic import atomic_write_bytes
+from wm.base.paths import Paths
 from wm.learn.evaluate import Evaluation
 from wm.learn.train import StageRecord
-from wm.paths import Paths
 
 CURVE_POINTS = 200     # a loss curve in the JSON is averaged down to at most this many points
 

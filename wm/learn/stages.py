@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import torch
 
-from wm.capture.writer import read_wav
-from wm.config import Settings
+from wm.base.config import Settings
+from wm.base.media import read_wav
 from wm.learn.cpc import WINDOW_SECONDS, random_windows, to_wave
 from wm.learn.data import ClipRef, NightData, StillCache, audio_batch, frame_pairs, pick
 from wm.learn.encoders import Encoders

@@ -14,10 +14,10 @@ from typing import Callable, Iterable
 
 import torch
 
-from wm import log
-from wm.atomic import write_atomically
-from wm.errors import WmError
-from wm.progress import Progress
+from wm.base import log
+from wm.base.atomic import write_atomically
+from wm.base.errors import WmError
+from wm.base.progress import Progress
 
 _log = log.get("wm.learn")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from wm.daemon.queue import connect
-from wm.paths import Paths
+from wm.base.db import connect
+from wm.base.paths import Paths
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_versions (

@@ -16,15 +16,15 @@ import cv2
 import numpy as np
 import torch
 
-from wm import log
-from wm.capture.manifest import Manifest
-from wm.capture.writer import read_wav
-from wm.config import Settings
-from wm.daemon.queue import PURGED, QUEUED, Queue, QueueItem, owner_id
+from wm.base import log
+from wm.base.config import Settings
+from wm.base.manifest import Manifest
+from wm.base.media import read_wav
+from wm.base.paths import Paths
+from wm.base.progress import Progress
+from wm.base.queue import PURGED, QUEUED, Queue, QueueItem, owner_id
 from wm.memory import ann
 from wm.memory.store import KINDS, ClipRecord, NewClip, Store, fused_shared
-from wm.paths import Paths
-from wm.progress import Progress
 
 COMMIT_BATCH = 32
 _log = log.get("wm.memory.commit")

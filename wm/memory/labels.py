@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
-from wm.config import Settings
-from wm.errors import WmError
+from wm.base.config import Settings
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 from wm.memory.store import Store
-from wm.paths import Paths
 
 _WORD = re.compile(r"[^\W_][\w' -]{0,62}")
 

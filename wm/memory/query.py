@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from wm.clipids import parse_clip_id
-from wm.config import Settings
-from wm.errors import WmError
+from wm.base.clipids import parse_clip_id
+from wm.base.config import Settings
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 from wm.memory import sheet
 from wm.memory.search import Hit, search
 from wm.memory.store import ClipRecord, Store
-from wm.paths import Paths
 
 SAMPLE_RATE = 16000
 NEAR_SECONDS = 300  # --at finds the clip covering the instant, or the nearest this close
@@ -90,7 +90,7 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
         return base.replace(hour=int(hh), minute=int(mm), second=int(ss or 0), microsecond=0)
     m = re.fullmatch(r"(.+)\s+ago", t)
     if m:
-        from wm.durations import parse_duration
+        from wm.base.durations import parse_duration
 
         return now - timedelta(seconds=parse_duration(m.group(1)))
     try:

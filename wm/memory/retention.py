@@ -14,12 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from wm import log
-from wm.config import Settings
-from wm.daemon.queue import PURGED, Queue
+from wm.base import log
+from wm.base.config import Settings
+from wm.base.paths import Paths
+from wm.base.queue import PURGED, Queue
 from wm.memory.sheet import make_thumbnail
 from wm.memory.store import ClipRecord, Store
-from wm.paths import Paths
 
 BATCH = 500
 _log = log.get("wm.memory.retention")

@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wm.atomic import atomic_write_bytes
-from wm.capture.writer import read_wav
-from wm.errors import WmError
+from wm.base.atomic import atomic_write_bytes
+from wm.base.errors import WmError
+from wm.base.media import read_wav
+from wm.base.paths import Paths
 from wm.memory.store import ClipRecord
-from wm.paths import Paths
 
 THUMB_WIDTH = 160
 CELL = (240, 320)  # contact sheet cell, height x width

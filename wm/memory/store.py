@@ -24,9 +24,9 @@ from typing import Iterator
 
 import numpy as np
 
-from wm.atomic import fsync_dir, write_atomically
-from wm.daemon.queue import COMMITTED, Queue, connect
-from wm.paths import Paths
+from wm.base.atomic import fsync_dir, write_atomically
+from wm.base.paths import Paths
+from wm.base.queue import COMMITTED, open_queue_db, set_state
 
 # The vectors kept per clip: each encoder's own space, the two aligned views in the shared
 # space, and `shared`, the normalised sum of the two aligned views (a clip as seen and heard).
@@ -199,8 +199,7 @@ def save_array(path: Path, arr: np.ndarray) -> None:
 class Store:
     def __init__(self, paths: Paths):
         self.paths = paths
-        Queue(paths.memory_db).close()  # the queue table exists before we update it
-        self.conn = connect(paths.memory_db)
+        self.conn = open_queue_db(paths.memory_db)   # commit flips queue states too
         self.conn.executescript(_SCHEMA)
         self._mapped: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.indexes: dict[str, object] = {}   # open ANN indexes by file (wm.memory.ann)
@@ -442,12 +441,7 @@ class Store:
                 before_rows()
             for date, kind, rel, rows, dim in written:
                 self._insert_shard(version, date, kind, rel, rows, dim)
-            # The queue's own mark() opens its own transaction; flipping the state here
-            # keeps "in memory" and "committed" one atomic step.
-            now = time.time()
-            c.executemany("UPDATE queue SET state = ?, owner = NULL, lease_until = NULL,"
-                          " updated_at = ? WHERE clip_id = ?",
-                          [(COMMITTED, now, clips[i].clip_id) for i in keep])
+            set_state(c, [clips[i].clip_id for i in keep], COMMITTED)
             return [clips[i].clip_id for i in keep]
 
     # -- maintenance -------------------------------------------------------------------

@@ -18,12 +18,12 @@ import av
 import cv2
 import numpy as np
 
-from wm.capture.manifest import Manifest, Source
-from wm.atomic import partial_name
+from wm.base.atomic import partial_name
+from wm.base.clipids import clip_id
+from wm.base.config import Settings
+from wm.base.manifest import Manifest, Source
+from wm.base.paths import Paths
 from wm.capture.writer import ClipMedia, write_clip
-from wm.clipids import clip_id
-from wm.config import Settings
-from wm.paths import Paths
 
 SHAPES = ("disc", "box", "triangle", "rings", "cross")
 SOUNDS = ("chord", "noise_band", "clicks", "warble")

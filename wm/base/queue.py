@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wm.capture.manifest import Manifest
+from wm.base.db import connect
+from wm.base.manifest import Manifest
 
 QUEUED, COMMITTED, PURGED = "queued", "committed", "purged"
 STATES = (QUEUED, COMMITTED, PURGED)
@@ -33,16 +34,6 @@ CREATE INDEX IF NOT EXISTS queue_state ON queue(state, date, start);
 """
 
 
-def connect(db: Path) -> sqlite3.Connection:
-    """A connection to the memory database with the settings every writer must share."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
 @dataclass(frozen=True)
 class QueueItem:
     clip_id: str
@@ -54,10 +45,16 @@ class QueueItem:
     lease_until: float | None
 
 
+def open_queue_db(db: Path) -> sqlite3.Connection:
+    """A connection to the memory database with the queue table in it."""
+    conn = connect(db)
+    conn.executescript(_SCHEMA)
+    return conn
+
+
 class Queue:
     def __init__(self, db: Path):
-        self.conn = connect(db)
-        self.conn.executescript(_SCHEMA)
+        self.conn = open_queue_db(db)
 
     def close(self) -> None:
         self.conn.close()
@@ -92,23 +89,19 @@ class Queue:
     def mark(self, clip_ids: list[str], state: str, owner: str | None = None) -> int:
         """Move clips to `state` and drop their claim. With `owner`, only clips that owner
         still holds move (a claim taken over after its lease expired is not overwritten)."""
-        if state not in STATES:
-            raise ValueError(f"unknown queue state {state!r}")
-        now = time.time()
-        cond = " AND owner = ?" if owner is not None else ""
-        n = 0
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            for cid in clip_ids:
-                params = [state, now, cid] + ([owner] if owner is not None else [])
-                n += self.conn.execute(
-                    "UPDATE queue SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?"
-                    f" WHERE clip_id = ?{cond}", params).rowcount
+            n = set_state(self.conn, clip_ids, state, owner)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         return n
+
+    def owners(self) -> list[str]:
+        """Every owner that holds a claim now."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT owner FROM queue WHERE owner IS NOT NULL")]
 
     def release(self, owner: str) -> int:
         """Give back every claim `owner` holds without changing state (clean stop)."""
@@ -143,6 +136,28 @@ class Queue:
         return [r[0] for r in rows]
 
 
+def set_state(conn: sqlite3.Connection, clip_ids: list[str], state: str,
+              owner: str | None = None) -> int:
+    """The state change itself, inside the caller's transaction (the memory's commit flips
+    "in memory" and "committed" in one)."""
+    if state not in STATES:
+        raise ValueError(f"unknown queue state {state!r}")
+    now = time.time()
+    cond = " AND owner = ?" if owner is not None else ""
+    n = 0
+    for cid in clip_ids:
+        params = [state, now, cid] + ([owner] if owner is not None else [])
+        n += conn.execute("UPDATE queue SET state = ?, owner = NULL, lease_until = NULL,"
+                          f" updated_at = ? WHERE clip_id = ?{cond}", params).rowcount
+    return n
+
+
 def owner_id() -> str:
-    """A claim owner name unique to this process."""
+    """A claim owner name unique to this process: host:pid:start."""
     return f"{os.uname().nodename}:{os.getpid()}:{time.time():.0f}"
+
+
+def owner_process(owner: str) -> tuple[str, int] | None:
+    """(host, pid) of an owner name made by owner_id; None for any other name."""
+    host, pid, _ = (owner.rsplit(":", 2) + ["", "", ""])[:3]
+    return (host, int(pid)) if pid.isdigit() else None

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from wm.config import Settings
+from wm.base.config import Settings
 
 
 def default_home() -> Path:

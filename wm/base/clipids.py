@@ -3,7 +3,9 @@ year at the end of daylight saving; UTC does not), so ids sort by time. The date
 is filed under is the local calendar day of its start."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+import os
+from datetime import date, datetime, timezone, tzinfo
+from zoneinfo import ZoneInfo
 
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
 
@@ -30,3 +32,23 @@ def parse_date(text: str) -> str:
         return date.fromisoformat(text).isoformat()
     except ValueError:
         raise ValueError(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
+def local_tz() -> tzinfo:
+    """The system's time zone with its daylight-saving rules (datetime's own local zone
+    is a fixed offset, wrong across a change)."""
+    key = os.environ.get("TZ", "").lstrip(":")
+    try:
+        if key.startswith("/"):
+            with open(key, "rb") as f:
+                return ZoneInfo.from_file(f)
+        if key:
+            return ZoneInfo(key)
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            return ZoneInfo(target.split("zoneinfo/", 1)[1])
+        with open("/etc/localtime", "rb") as f:
+            return ZoneInfo.from_file(f)
+    except (OSError, ValueError):
+        return datetime.now().astimezone().tzinfo or timezone.utc
+

@@ -24,12 +24,12 @@ from typing import Iterator
 import numpy as np
 import yaml
 
-from wm import config, log
-from wm.errors import WmError
-from wm.paths import Paths
+from wm.base import config, log
+from wm.base.errors import WmError
+from wm.base.paths import Paths
 
 PLACES = ("kitchen", "desk", "garden", "street")
-SCENES = (0, 1, 4, 3)          # the wm.synth scene that plays each place
+SCENES = (0, 1, 4, 3)          # the wm.demo.synth scene that plays each place
 # The day, in order (indices of PLACES): every place six times, for two clips each, so the
 # memory holds each place under six different lights and sound takes, not one.
 VISITS = (2, 3, 0, 1, 2, 0, 1, 3, 2, 1, 3, 0, 3, 0, 2, 1, 3, 0, 1, 2, 1, 2, 0, 3)
@@ -252,7 +252,7 @@ def isolated(folder: DemoFolder) -> Iterator[tuple[config.Settings, Paths]]:
     import torch
 
     cfg = {**DEMO_SETTINGS, "paths": {"home": str(folder.home)}}
-    folder.config.write_text("# wm demo: a small, fast configuration (see wm/demo.py)\n"
+    folder.config.write_text("# wm demo: a small, fast configuration (see wm/demo/run.py)\n"
                              + yaml.safe_dump(cfg, sort_keys=False))
     saved = {k: os.environ.get(k) for k in ("WM_HOME", "WM_CONFIG")}
     threads = torch.get_num_threads()
@@ -302,7 +302,7 @@ def show(o: QueryOutcome, width: int = 9) -> None:
 # -- the stages ----------------------------------------------------------------------------
 
 def make_recording(folder: DemoFolder, settings) -> None:
-    from wm.synth import write_recording
+    from wm.demo.synth import write_recording
 
     cap = settings.capture
     # Twice the size the clips keep, as a camera delivers more than is stored.
@@ -314,10 +314,10 @@ def make_recording(folder: DemoFolder, settings) -> None:
 def capture(settings, paths: Paths, folder: DemoFolder) -> tuple[int, int]:
     """Record the file as a live source while the watcher queues what lands; returns
     (clips written, clips queued)."""
+    from wm.base.progress import Progress
+    from wm.base.queue import Queue
     from wm.capture.recorder import Recorder
-    from wm.daemon.queue import Queue
     from wm.daemon.watcher import Watcher
-    from wm.progress import Progress
 
     watcher = Watcher(settings, paths)
     watcher.start()
@@ -341,7 +341,7 @@ def capture(settings, paths: Paths, folder: DemoFolder) -> tuple[int, int]:
 
 
 def sleep(settings, paths: Paths) -> None:
-    from wm.learn.sleep import run_sleep
+    from wm.nightly.run import run_sleep
 
     # Ctrl-C during the cycle makes it checkpoint and return 130: stop the demo there too.
     if run_sleep(settings, paths, date=None, budget_seconds=SLEEP_BUDGET_SECONDS) == 130:
@@ -350,8 +350,8 @@ def sleep(settings, paths: Paths) -> None:
 
 def manifests(paths: Paths, state: str | None = None) -> dict:
     """Clip id -> manifest, for the clips in the queue (in `state`)."""
-    from wm.capture.manifest import Manifest
-    from wm.daemon.queue import Queue
+    from wm.base.manifest import Manifest
+    from wm.base.queue import Queue
 
     q = Queue(paths.memory_db)
     try:
@@ -364,7 +364,7 @@ def manifests(paths: Paths, state: str | None = None) -> dict:
 def truth(paths: Paths) -> dict[str, int]:
     """Where each clip in the memory is really from: its offset in the recording (from its
     manifest) looked up in the schedule the recording was made from."""
-    from wm.daemon.queue import COMMITTED
+    from wm.base.queue import COMMITTED
 
     return {cid: SCHEDULE.clip_place(m.source.offset, m.duration)
             for cid, m in manifests(paths, COMMITTED).items()}
@@ -404,9 +404,9 @@ def queries(settings, paths: Paths, folder: DemoFolder, where: dict[str, int],
     word. Returns all outcomes, and those shown in full with their answers (see KINDS)."""
     import cv2
 
-    from wm.capture.writer import write_wav
+    from wm.base.media import write_wav
+    from wm.demo.synth import scene_sound, scene_still
     from wm.memory.query import QueryRequest
-    from wm.synth import scene_sound, scene_still
 
     rng = np.random.default_rng([SEED, 1])   # a new draw: no frame or sound of the recording
     rate = settings.capture.sample_rate

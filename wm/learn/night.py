@@ -1,58 +1,39 @@
-"""`wm sleep`: the nightly cycle. Train JEPA -> CPC -> alignment on the day's clips (plus
-a replay of earlier days) within a time budget, evaluate, record a model version, then
-commit the clips to memory and apply retention.
+"""One night of training: JEPA -> CPC -> alignment on the day's clips (plus a replay of
+earlier days) within a time budget, then evaluation and a recorded model version.
 
 Everything is resumable: checkpoints/daily/{date}/state.pt holds the models, the current
 stage's optimizer, the step counters and the random state, written atomically every
-few minutes and on SIGINT/SIGTERM (the process stops within seconds, between two
-micro-batches). Run again, it carries on at the saved step."""
+few minutes and when told to stop (between two micro-batches). Run again, it carries on
+at the saved step."""
 from __future__ import annotations
 
-import fcntl
-import json
-import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
 import torch
 
-from wm import log
-from wm.atomic import atomic_write_bytes
-from wm.config import Settings
-from wm.daemon.queue import Queue
-from wm.errors import WmError
-from wm.learn.data import NightData, night_data
-from wm.learn.encoders import Encoders, load_checkpoint, load_encoders, models_from_checkpoint
+from wm.base import log
+from wm.base.config import Settings
+from wm.base.paths import Paths
+from wm.learn.data import NightData
+from wm.learn.encoders import Encoders, load_checkpoint, models_from_checkpoint
 from wm.learn.evaluate import evaluate
 from wm.learn.models import ModelConfig, Models, build_models
 from wm.learn.report import NightReport, summarise, write_report
 from wm.learn.stages import AlignStage, CpcStage, JepaStage
-from wm.learn.train import Loop, StageRecord, atomic_save, cpu_threads, param_groups, pick_device, run_stage
+from wm.learn.train import Loop, StageRecord, atomic_save, param_groups, run_stage
 from wm.learn.versions import latest_version, next_version_name, record_version
-from wm.paths import Paths
 
-STAGES = ("jepa", "cpc", "align")
+STAGES = (JepaStage.name, CpcStage.name, AlignStage.name)
+UNITS = {JepaStage.name: JepaStage.unit, CpcStage.name: CpcStage.unit, AlignStage.name: AlignStage.unit}
 # Share of the training time each stage gets when there is a budget (what is left of a
 # finished stage's share passes to the stages after it).
-STAGE_SHARE = {"jepa": 0.6, "cpc": 0.3, "align": 0.1}
-TRAIN_SHARE = 0.85   # of the budget; the rest is for evaluation, memory commit and retention
+STAGE_SHARE = {JepaStage.name: 0.6, CpcStage.name: 0.3, AlignStage.name: 0.1}
 STATE_FORMAT = 1
 
 _log = log.get("wm.learn")
-
-COMPLETED, INTERRUPTED, FAILED, NOTHING = "completed", "interrupted", "failed", "nothing_to_do"
-
-
-@dataclass
-class SleepOutcome:
-    result: str
-    stages: dict[str, str] = field(default_factory=dict)   # stage name -> what happened
-    date: str | None = None
-    version: str | None = None
 
 
 def _now() -> str:
@@ -70,8 +51,8 @@ class Night:
         self.rng = np.random.default_rng([seed, int(data.date.replace("-", ""))])
         self.gen = torch.Generator(device).manual_seed(seed)
         learn = settings.learn
-        steps = {"jepa": learn.jepa.steps, "cpc": learn.cpc.steps, "align": learn.align.steps}
-        self.records = {name: StageRecord(name, steps[name]) for name in STAGES}
+        # each stage's settings sit under its own name (learn.jepa, learn.cpc, learn.align)
+        self.records = {name: StageRecord(name, getattr(learn, name).steps) for name in STAGES}
         self.models: Models | None = None
         self.optim_state: dict | None = None       # the current stage's, when resuming
         self.version: str | None = None
@@ -130,9 +111,9 @@ class Night:
     # -- the stages --------------------------------------------------------------------
     def _stage(self, name: str, should_stop: Callable[[], bool]):
         m, d, s = self.models, self.data, self.settings
-        if name == "jepa":
+        if name == JepaStage.name:
             return JepaStage(m, d, s, self.rng, self.device)
-        if name == "cpc":
+        if name == CpcStage.name:
             return CpcStage(m, d, s, self.rng, self.device, self.gen)
         return AlignStage(m, d, s, self.rng, self.device, should_stop)
 
@@ -198,159 +179,8 @@ class Night:
             created=_now(), seconds=round(time.monotonic() - started, 1),
             clips_train=len(self.data.train), clips_held_out=len(self.data.held_out),
             clips_replay=len(self.data.replay), dates=self.data.dates,
-            stages={n: summarise(r, {"jepa": "images"}.get(n, "clips")) for n, r in self.records.items()},
+            stages={n: summarise(r, UNITS[n]) for n, r in self.records.items()},
             evaluation=ev)
         json_path, _ = write_report(self.paths, report, self.records)
         _log.info("report_written", file=str(json_path))
         return report
-
-
-def _memory_stages(settings: Settings, paths: Paths, should_stop: Callable[[], bool],
-                   outcome: SleepOutcome) -> None:
-    try:
-        from wm.memory.commit import commit_queued
-    except ImportError:
-        outcome.stages["commit"] = "skipped: wm.memory.commit is not available"
-        _log.warning("stage_skipped", stage="commit", reason="wm.memory.commit is not available")
-    else:
-        if latest_version(paths) is None:
-            outcome.stages["commit"] = "skipped: no promoted model version yet"
-        else:
-            r = commit_queued(settings, paths, load_encoders(settings, paths), should_stop)
-            outcome.stages["commit"] = (f"{r.committed} committed, {r.reembedded} re-embedded,"
-                                        f" {r.remaining} remaining")
-    if should_stop():
-        return
-    try:
-        from wm.memory.retention import apply_retention
-    except ImportError:
-        outcome.stages["retention"] = "skipped: wm.memory.retention is not available"
-        _log.warning("stage_skipped", stage="retention", reason="wm.memory.retention is not available")
-    else:
-        r = apply_retention(settings, paths)
-        outcome.stages["retention"] = (f"media of {r.purged} clips deleted ({r.freed_bytes / 1e6:.1f} MB),"
-                                       f" {r.media_bytes / 1e6:.1f} MB of media kept")
-
-
-def sleep_cycle(settings: Settings, paths: Paths, date: str | None, budget_seconds: float | None,
-                should_stop: Callable[[], bool]) -> SleepOutcome:
-    """The whole cycle, stoppable through `should_stop` (polled between micro-batches)."""
-    started = time.monotonic()
-    deadline = started + budget_seconds if budget_seconds else None
-    in_budget = (lambda: should_stop() or time.monotonic() > deadline) if deadline else should_stop
-    data = night_data(paths, date, settings.learn.seed)
-    outcome = SleepOutcome(NOTHING if data is None else COMPLETED, date=data.date if data else date)
-    if data is None:
-        outcome.stages["train"] = "nothing to learn: no clips queued" + (f" for {date}" if date else "")
-    else:
-        device = pick_device(settings.learn.device)
-        if device.type == "cpu":
-            torch.set_num_threads(cpu_threads(settings.learn.threads))
-        night = Night(settings, paths, data, device)
-        start = night.load_or_start()
-        _log.info("sleep_started", date=data.date, clips=len(data.train), held_out=len(data.held_out),
-                  replay=len(data.replay), start=start, budget_seconds=budget_seconds)
-        report = None
-        if night.version is not None:
-            outcome.stages["train"] = start
-        else:
-            train_deadline = started + TRAIN_SHARE * budget_seconds if budget_seconds else None
-            if not night.train(should_stop, train_deadline) or should_stop():
-                outcome.result = INTERRUPTED
-            elif (report := night.finish(should_stop, started)) is None:
-                outcome.result = INTERRUPTED
-        for name, rec in night.records.items():
-            outcome.stages[name] = (f"{'done' if rec.done else 'stopped'} at step {rec.step} of"
-                                    f" {rec.max_steps}" + (f" ({rec.note})" if rec.note else ""))
-        if report is not None:
-            outcome.stages["evaluation"] = _evaluation_note(report)
-        outcome.version = night.version
-    if outcome.result != INTERRUPTED:
-        _memory_stages(settings, paths, in_budget, outcome)
-        if should_stop():
-            outcome.result = INTERRUPTED
-    return outcome
-
-
-def _evaluation_note(report: NightReport) -> str:
-    ev = report.evaluation
-    parts = [f"version {report.version}" + (" promoted" if report.promoted else " NOT promoted"
-                                              f" (collapse: {', '.join(ev.collapse)})")]
-    if ev.cpc_accuracy is not None:
-        parts.append(f"CPC accuracy {ev.cpc_accuracy:.2f} (chance {ev.cpc_chance:.2f})")
-    if ev.recall_at_5 is not None:
-        parts.append(f"recall@5 {ev.recall_at_5:.2f} (chance {ev.recall_chance_at_5:.2f})")
-    return "; ".join(parts)
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM: the cycle checkpoints and stops instead of dying mid-write."""
-
-    def __init__(self):
-        self.event = threading.Event()
-
-    def __call__(self) -> bool:
-        return self.event.is_set()
-
-    def handler(self, signum, frame) -> None:
-        self.event.set()   # only this: logging from a signal handler can deadlock
-
-
-def _write_last_sleep(paths: Paths, started: str, t0: float, outcome: SleepOutcome) -> None:
-    body = {"started": started, "finished": _now(), "seconds": round(time.monotonic() - t0, 1),
-            "result": outcome.result, "date": outcome.date, "version": outcome.version,
-            "stages": outcome.stages}
-    atomic_write_bytes(paths.last_sleep_file, json.dumps(body, indent=1).encode())
-
-
-def queue_unwatched_clips(paths: Paths) -> int:
-    """Queue the clips that no watcher saw (`wm record` or `wm ingest` without `wm run`).
-    Only day folders changed since an hour before the previous cycle began are read, so
-    a year of clips is not rescanned every night."""
-    from wm.daemon.status import LastSleep
-    from wm.daemon.watcher import queue_clips_on_disk   # watchdog is not needed otherwise
-    last = LastSleep.read(paths.last_sleep_file)
-    try:
-        since = datetime.fromisoformat(last.started).timestamp() - 3600 if last and last.started else None
-    except ValueError:
-        since = None
-    q = Queue(paths.memory_db)
-    try:
-        n = queue_clips_on_disk(paths, q, since)
-    finally:
-        q.close()
-    if n:
-        _log.info("clips_queued", clips=n, reason="written while no watcher ran")
-    return n
-
-
-def run_sleep(settings: Settings, paths: Paths, date: str | None, budget_seconds: float | None) -> int:
-    """The CLI: 0 when the cycle completed (or had nothing to do), 130 when a signal
-    stopped it (it resumes next time)."""
-    paths.state.mkdir(parents=True, exist_ok=True)
-    lock = open(paths.sleep_lock_file, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise WmError(f"another sleep cycle is running (lock: {paths.sleep_lock_file})") from None
-    stop = _StopFlag()
-    previous = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    started, t0 = _now(), time.monotonic()
-    outcome = SleepOutcome(FAILED, date=date)
-    try:
-        queue_unwatched_clips(paths)
-        outcome = sleep_cycle(settings, paths, date, budget_seconds, stop)
-    except BaseException as e:
-        outcome.stages["error"] = f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        _write_last_sleep(paths, started, t0, outcome)
-        lock.close()
-    _log.info("sleep_finished", result=outcome.result, version=outcome.version,
-              seconds=round(time.monotonic() - t0, 1))
-    for name, note in outcome.stages.items():
-        print(f"{name}: {note}")
-    return 130 if outcome.result == INTERRUPTED else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from wm import log
+from wm.base import log
 
 
 class Progress:
@@ -19,7 +19,7 @@ class Progress:
         self.tty = self.stream.isatty()
         self.every = every_seconds
         self.start = self.last = time.monotonic()
-        self.log = log.get("wm.progress")
+        self.log = log.get("wm.base.progress")
 
     def update(self, n: float = 1, postfix: str = "") -> None:
         self.done += n

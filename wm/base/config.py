@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from wm.errors import WmError
+from wm.base.errors import WmError
 
 
 class ConfigError(WmError):
@@ -185,7 +185,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
 
 
 def _defaults_text() -> str:
-    return resources.files("wm").joinpath("defaults.yaml").read_text()
+    return resources.files("wm.base").joinpath("defaults.yaml").read_text()
 
 
 def default_config_path() -> Path:

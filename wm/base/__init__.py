@@ -1,0 +1,1 @@
+"""The base layer: paths, settings, the database and its queue, media files, atomic writes, log, errors."""

@@ -1,0 +1,1 @@
+"""`wm demo`: a synthetic day recorded, slept on and queried, with a scorecard."""

@@ -1,0 +1,1 @@
+"""The nightly cycle: train, evaluate, promote, commit to memory, retention."""

@@ -1,0 +1,107 @@
+"""The nightly cycle: train a night's models (wm.learn.night), then commit the queued clips
+to memory and apply retention (wm.memory). `sleep_cycle` is the whole cycle, stoppable
+through a flag polled between micro-batches."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from wm.base import log
+from wm.base.config import Settings
+from wm.base.lastsleep import COMPLETED, INTERRUPTED, NOTHING
+from wm.base.paths import Paths
+from wm.learn.data import night_data
+from wm.learn.encoders import load_encoders
+from wm.learn.night import Night
+from wm.learn.report import NightReport
+from wm.learn.train import cpu_threads, pick_device
+from wm.learn.versions import latest_version
+from wm.memory.commit import commit_queued
+from wm.memory.retention import apply_retention
+
+TRAIN_SHARE = 0.85   # of the budget; the rest is for evaluation, memory commit and retention
+
+_log = log.get("wm.learn")
+
+
+@dataclass
+class SleepOutcome:
+    result: str
+    stages: dict[str, str] = field(default_factory=dict)   # stage name -> what happened
+    date: str | None = None
+    version: str | None = None
+
+
+def _memory_stages(settings: Settings, paths: Paths, should_stop: Callable[[], bool],
+                   outcome: SleepOutcome) -> None:
+    if latest_version(paths) is None:
+        outcome.stages["commit"] = "skipped: no promoted model version yet"
+    else:
+        r = commit_queued(settings, paths, load_encoders(settings, paths), should_stop)
+        outcome.stages["commit"] = (f"{r.committed} committed, {r.reembedded} re-embedded,"
+                                    f" {r.remaining} remaining")
+    if should_stop():
+        return
+    r = apply_retention(settings, paths)
+    outcome.stages["retention"] = (f"media of {r.purged} clips deleted ({r.freed_bytes / 1e6:.1f} MB),"
+                                   f" {r.media_bytes / 1e6:.1f} MB of media kept")
+
+
+def _train(settings: Settings, paths: Paths, night: Night, should_stop: Callable[[], bool],
+           started: float, budget_seconds: float | None, outcome: SleepOutcome) -> None:
+    start = night.load_or_start()
+    data = night.data
+    _log.info("sleep_started", date=data.date, clips=len(data.train), held_out=len(data.held_out),
+              replay=len(data.replay), start=start, budget_seconds=budget_seconds)
+    report = None
+    if night.version is not None:
+        outcome.stages["train"] = start
+    else:
+        train_deadline = started + TRAIN_SHARE * budget_seconds if budget_seconds else None
+        if not night.train(should_stop, train_deadline) or should_stop():
+            outcome.result = INTERRUPTED
+        elif (report := night.finish(should_stop, started)) is None:
+            outcome.result = INTERRUPTED
+    for name, rec in night.records.items():
+        outcome.stages[name] = (f"{'done' if rec.done else 'stopped'} at step {rec.step} of"
+                                f" {rec.max_steps}" + (f" ({rec.note})" if rec.note else ""))
+    if report is not None:
+        outcome.stages["evaluation"] = _evaluation_note(report)
+    outcome.version = night.version
+
+
+def sleep_cycle(settings: Settings, paths: Paths, date: str | None, budget_seconds: float | None,
+                should_stop: Callable[[], bool]) -> SleepOutcome:
+    """The whole cycle, stoppable through `should_stop` (polled between micro-batches)."""
+    started = time.monotonic()
+    deadline = started + budget_seconds if budget_seconds else None
+    in_budget = (lambda: should_stop() or time.monotonic() > deadline) if deadline else should_stop
+    data = night_data(paths, date, settings.learn.seed)
+    outcome = SleepOutcome(NOTHING if data is None else COMPLETED, date=data.date if data else date)
+    if data is None:
+        outcome.stages["train"] = "nothing to learn: no clips queued" + (f" for {date}" if date else "")
+    else:
+        device = pick_device(settings.learn.device)
+        if device.type == "cpu":
+            torch.set_num_threads(cpu_threads(settings.learn.threads))
+        _train(settings, paths, Night(settings, paths, data, device), should_stop, started,
+               budget_seconds, outcome)
+    if outcome.result != INTERRUPTED:
+        _memory_stages(settings, paths, in_budget, outcome)
+        if should_stop():
+            outcome.result = INTERRUPTED
+    return outcome
+
+
+def _evaluation_note(report: NightReport) -> str:
+    ev = report.evaluation
+    parts = [f"version {report.version}" + (" promoted" if report.promoted else " NOT promoted"
+                                              f" (collapse: {', '.join(ev.collapse)})")]
+    if ev.cpc_accuracy is not None:
+        parts.append(f"CPC accuracy {ev.cpc_accuracy:.2f} (chance {ev.cpc_chance:.2f})")
+    if ev.recall_at_5 is not None:
+        parts.append(f"recall@5 {ev.recall_at_5:.2f} (chance {ev.recall_chance_at_5:.2f})")
+    return "; ".join(parts)
