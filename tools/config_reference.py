@@ -1,45 +1,54 @@
-"""Print the README's configuration reference: every key of the shipped defaults, its
-default and the meaning written beside it in wm/base/defaults.yaml. tests/test_readme.py
-checks that the README holds exactly this table; after changing defaults.yaml run
+"""Regenerate what is made from the settings declaration (wm/base/settings.py): the shipped
+wm/base/defaults.yaml and the README's configuration reference. After changing a setting:
 
-    python tools/config_reference.py
+    python tools/config_reference.py            # rewrite both
+    python tools/config_reference.py --check    # exit 1 if either is stale
+    python tools/config_reference.py --table    # print the README table only
 
-and paste its output between the README's config-reference markers."""
+tests/test_config.py and tests/test_readme.py fail while either file is stale."""
 from __future__ import annotations
 
-import json
-import re
+import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wm.base import config  # noqa: E402
+from wm.base.settings_text import defaults_yaml, reference_table
+
+DEFAULTS = ROOT / "wm" / "base" / "defaults.yaml"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 
 
-def comments(yaml_text: str) -> dict[str, str]:
-    """The trailing `# comment` of each key, by dotted path (indentation is 2 spaces)."""
-    stack: list[str] = []
-    found: dict[str, str] = {}
-    for line in yaml_text.splitlines():
-        m = re.match(r"^( *)([a-z_]+):\s*(.*)$", line)
-        if not m:
-            continue
-        depth = len(m.group(1)) // 2
-        stack = stack[:depth] + [m.group(2)]
-        rest = m.group(3)
-        found[".".join(stack)] = rest.split("#", 1)[1].strip() if "#" in rest else ""
-    return found
+def readme_with_table(text: str) -> str:
+    """README text with only the part between the markers replaced by the generated table."""
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{README.name} lacks the markers {BEGIN} / {END}")
+    head, rest = text.split(BEGIN, 1)
+    _old, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{reference_table()}\n{END}{tail}"
 
 
-def table() -> str:
-    meaning = comments((ROOT / "wm" / "defaults.yaml").read_text())
-    lines = ["| key | default | meaning |", "|---|---|---|"]
-    for key, value, _source in config.flatten(config.defaults()):
-        lines.append(f"| `{key}` | `{json.dumps(value)}` | {meaning.get(key, '').replace('|', '/')} |")
-    return "\n".join(lines)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
+    ap.add_argument("--table", action="store_true", help="print the README table and exit")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(reference_table())
+        return 0
+    wanted = {DEFAULTS: defaults_yaml(), README: readme_with_table(README.read_text())}
+    stale = [path for path, text in wanted.items() if path.read_text() != text]
+    for path in stale:
+        if args.check:
+            print(f"{path.relative_to(ROOT)} is stale: run python tools/config_reference.py")
+        else:
+            path.write_text(wanted[path])
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 1 if stale and args.check else 0
 
 
 if __name__ == "__main__":
-    print(table())
+    sys.exit(main())

@@ -11,11 +11,7 @@ from pathlib import Path
 from wm import __version__
 from wm.base import config, log
 from wm.base.errors import WmError
-from wm.base.paths import Paths
-
-
-class UsageError(WmError):
-    pass
+from wm.base.paths import PRIVATE_UMASK, Paths
 
 
 def _duration(text: str) -> float:
@@ -160,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
 
     sp = cmd("sleep", _sleep, "run a sleep cycle: train, commit to memory, apply retention")
-    sp.add_argument("--now", action="store_true",
-                    help="run now, whatever the time (a manual cycle always does)")
+    # A manual cycle always runs at once; the flag is still accepted so that existing
+    # scripts and notes that say `wm sleep --now` keep working.
+    sp.add_argument("--now", action="store_true", help=argparse.SUPPRESS)
     sp.add_argument("--date", type=_date, help="the day to learn (default: every queued day)")
     sp.add_argument("--budget", type=_duration, help="time budget (e.g. 45m)")
 
@@ -208,6 +205,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever the user's umask: recordings, the database, the log and the state files of
+    # every command (and the children they start) are the user's alone.
+    umask = os.umask(PRIVATE_UMASK)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(umask)
+
+
+def _setup_log(settings: config.Settings, paths: Paths, debug: bool) -> None:
+    level = "debug" if debug else settings.logging.level
+    try:
+        paths.make_private()
+        log.setup(paths.log_file, level, settings.logging.max_bytes, settings.logging.backups)
+    except OSError as e:
+        # a read-only or full data root: the command still runs, logging to the terminal
+        log.setup(None, level)
+        print(f"wm: cannot write the log under {paths.root}: {e.strerror}", file=sys.stderr)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.config = getattr(args, "config", None)
@@ -218,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.handler(args, None, None) or 0)
         settings = config.load(args.config)
         paths = Paths.from_settings(settings)
-        level = "debug" if args.debug else settings.logging.level
-        log.setup(paths.log_file, level, settings.logging.max_bytes, settings.logging.backups)
+        _setup_log(settings, paths, args.debug)
         return int(args.handler(args, settings, paths) or 0)
     except WmError as e:
         if args.debug:

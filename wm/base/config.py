@@ -1,191 +1,45 @@
-"""Settings: shipped YAML defaults, overridden key by key by the user's file, loaded into
-typed dataclasses and validated. Every problem is one ConfigError line naming the file,
-the key and the reason."""
+"""Settings: the declared defaults (wm/base/settings.py), overridden key by key by the
+user's file and then by overrides, validated as they are built. Every problem is one
+ConfigError line naming the file, the key and the reason."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-import re
 import sys
-import typing
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from wm.base.errors import WmError
+from wm.base.settings import (
+    NOT_SETTINGS,
+    AlignSettings,
+    CaptureSettings,
+    CpcSettings,
+    DaemonSettings,
+    JepaSettings,
+    LearnSettings,
+    LoggingSettings,
+    MemorySettings,
+    PathSettings,
+    RetentionSettings,
+    Settings,
+)
+from wm.base.settings_text import leaves, must
+
+__all__ = [
+    "AlignSettings", "CaptureSettings", "ConfigError", "CpcSettings", "DaemonSettings",
+    "JepaSettings", "LearnSettings", "LoggingSettings", "MemorySettings", "PathSettings",
+    "RetentionSettings", "Settings", "default_config_path", "defaults", "flatten", "load",
+    "render", "user_config_path",
+]
 
 
 class ConfigError(WmError):
     pass
-
-
-@dataclass(frozen=True)
-class PathSettings:
-    home: str
-
-
-@dataclass(frozen=True)
-class CaptureSettings:
-    clip_seconds: int
-    frame_rate: int
-    sample_rate: int
-    video_width: int
-    video_height: int
-    video_fps: int
-    jpeg_quality: int
-    min_tail_seconds: float
-    ingest_preset: str
-    camera: str
-    microphone: str
-    stall_seconds: float
-    reopen_max_seconds: float
-
-    @property
-    def clip_samples(self) -> int:
-        return self.clip_seconds * self.sample_rate
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    night_window: str
-    idle_minutes: float
-    assume_idle: bool
-    assume_on_power: bool
-    check_seconds: float
-    lease_seconds: float
-    sleep_budget_minutes: float
-
-
-@dataclass(frozen=True)
-class JepaSettings:
-    image_size: int
-    patch_size: int
-    depth: int
-    heads: int
-    width: int
-    predictor_depth: int
-    predictor_width: int
-    mask_ratio: float
-    target_blocks: int
-    cross_frame: bool
-    ema_start: float
-    ema_end: float
-    steps: int
-    lr: float
-
-
-@dataclass(frozen=True)
-class CpcSettings:
-    n_mels: int
-    hop_ms: int
-    hidden: int
-    prediction_steps: int
-    negatives: int
-    negative_exclusion: int
-    steps: int
-    lr: float
-
-
-@dataclass(frozen=True)
-class AlignSettings:
-    dim: int
-    temperature_init: float
-    max_logit_scale: float
-    exclusion_seconds: float
-    steps: int
-    lr: float
-
-
-@dataclass(frozen=True)
-class LearnSettings:
-    device: str
-    threads: int
-    batch_size: int
-    micro_batch: int
-    warmup_steps: int
-    weight_decay: float
-    checkpoint_minutes: float
-    replay_fraction: float
-    log_every: int
-    seed: int
-    jepa: JepaSettings
-    cpc: CpcSettings
-    align: AlignSettings
-    collapse_min_rank: float
-    collapse_min_std: float
-
-
-@dataclass(frozen=True)
-class MemorySettings:
-    topk: int
-    ann_min_rows: int
-    ann_nprobe: int
-
-
-@dataclass(frozen=True)
-class RetentionSettings:
-    raw_days: float
-    max_gb: float
-    min_free_gb: float
-
-
-@dataclass(frozen=True)
-class LoggingSettings:
-    level: str
-    max_bytes: int
-    backups: int
-
-
-@dataclass(frozen=True)
-class Settings:
-    paths: PathSettings
-    capture: CaptureSettings
-    daemon: DaemonSettings
-    learn: LearnSettings
-    memory: MemorySettings
-    retention: RetentionSettings
-    logging: LoggingSettings
-    # dotted key -> where its value came from ("default" or a file path); not a setting
-    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-
-# Values that must hold beyond their type: (predicate, reason) per dotted key.
-_CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
-    "capture.clip_seconds": (lambda v: v > 0, "must be positive"),
-    "capture.frame_rate": (lambda v: v > 0, "must be positive"),
-    "capture.sample_rate": (lambda v: v >= 8000, "must be at least 8000"),
-    "capture.video_fps": (lambda v: v > 0, "must be positive"),
-    "capture.video_width": (lambda v: v > 0 and v % 2 == 0, "must be positive and even"),
-    "capture.video_height": (lambda v: v > 0 and v % 2 == 0, "must be positive and even"),
-    "capture.jpeg_quality": (lambda v: 0 <= v <= 100, "must be between 0 and 100"),
-    "capture.ingest_preset": (
-        lambda v: v in ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
-        "must be an x264 preset: ultrafast, superfast, veryfast, faster, fast or medium",
-    ),
-    "daemon.night_window": (
-        lambda v: re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", v) is not None,
-        "must look like HH:MM-HH:MM",
-    ),
-    "learn.device": (lambda v: v in ("auto", "cpu", "cuda", "mps"), "must be auto, cpu, cuda or mps"),
-    "learn.batch_size": (lambda v: v > 0, "must be positive"),
-    "learn.micro_batch": (lambda v: v > 0, "must be positive"),
-    "learn.replay_fraction": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
-    "learn.jepa.mask_ratio": (lambda v: 0 < v < 1, "must be between 0 and 1"),
-    "learn.jepa.ema_start": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
-    "learn.jepa.ema_end": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
-    "learn.align.temperature_init": (lambda v: v > 0, "must be positive"),
-    "memory.topk": (lambda v: v > 0, "must be positive"),
-    "logging.level": (
-        lambda v: v in ("debug", "info", "warning", "error"),
-        "must be debug, info, warning or error",
-    ),
-}
-
-
-def _defaults_text() -> str:
-    return resources.files("wm.base").joinpath("defaults.yaml").read_text()
 
 
 def default_config_path() -> Path:
@@ -221,65 +75,98 @@ def _parse(text: str, origin: str) -> dict:
     return data
 
 
+def _section(path: list[str]) -> type | None:
+    """The settings class declared at a dotted path ([] = Settings), if it is one."""
+    cls: type = Settings
+    for part in path:
+        info = cls.__pydantic_fields__.get(part)
+        if info is None or not dataclasses.is_dataclass(info.annotation):
+            return None
+        cls = info.annotation
+    return cls
+
+
+def _declared(path: list[str]) -> FieldInfo | None:
+    cls = _section(path[:-1]) if path else None
+    return cls.__pydantic_fields__.get(path[-1]) if cls is not None else None
+
+
+def _unknown(origin: str, dotted: str) -> str:
+    cls = _section(dotted.split(".")[:-1])
+    known = sorted(n for n in (cls.__pydantic_fields__ if cls else ()) if n not in NOT_SETTINGS)
+    return f"{origin}: unknown key '{dotted}' (known here: {', '.join(known)})"
+
+
 def _merge(base: dict, over: dict, origin: str, sources: dict[str, str], prefix: str = "") -> dict:
     out = dict(base)
     for key, value in over.items():
         dotted = f"{prefix}{key}"
-        if key not in base:
-            known = ", ".join(sorted(base))
-            raise ConfigError(f"{origin}: unknown key '{dotted}' (known here: {known})")
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{origin}: key '{dotted}' must be a mapping, got {value!r}")
-            out[key] = _merge(base[key], value, origin, sources, dotted + ".")
+        # the rest of the unknown keys are pydantic's to find (extra="forbid")
+        if not isinstance(key, str) or (not prefix and key in NOT_SETTINGS):
+            raise ConfigError(_unknown(origin, dotted))
+        if isinstance(value, dict):
+            below = out.get(key) if isinstance(out.get(key), dict) else {}
+            out[key] = _merge(below, value, origin, sources, dotted + ".")
+            sources.pop(dotted, None)
         else:
             out[key] = value
             sources[dotted] = origin
     return out
 
 
-def _coerce(value, kind, dotted: str, origin: str):
-    # YAML has no int/float distinction a person would notice: accept 3 for a float.
-    ok = (
-        (kind is bool and isinstance(value, bool))
-        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
-        or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (kind is str and isinstance(value, (str, int)) and not isinstance(value, bool))
-    )
-    if not ok:
-        raise ConfigError(
-            f"{origin}: key '{dotted}' must be {kind.__name__}, got {type(value).__name__} {value!r}"
-        )
-    value = kind(value)
-    if kind in (int, float) and value < 0:
-        raise ConfigError(f"{origin}: key '{dotted}' must not be negative, got {value}")
-    check = _CHECKS.get(dotted)
-    if check and not check[0](value):
-        raise ConfigError(f"{origin}: key '{dotted}' {check[1]}, got {value!r}")
-    return value
+_TYPES = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool"}
+_NOT_A_MAPPING = {"dataclass_type", "dataclass_exact_type", "dataclass_args_type"}
 
 
-def _build(cls, data: dict, sources: dict[str, str], prefix: str = ""):
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name == "sources":
-            continue
-        dotted = f"{prefix}{f.name}"
-        kind = hints[f.name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[f.name] = _build(kind, data[f.name], sources, dotted + ".")
-        else:
-            origin = sources.get(dotted, "defaults.yaml")
-            kwargs[f.name] = _coerce(data[f.name], kind, dotted, origin)
-    return cls(**kwargs)
+def _origin(keys: list[str], sources: dict[str, str]) -> str:
+    """The file that set the first of `keys` anyone set (or anything under it)."""
+    for key in keys:
+        if key in sources:
+            return sources[key]
+        below = [src for k, src in sources.items() if k.startswith(key + ".")]
+        if below:
+            return below[-1]
+    return "defaults"
+
+
+def _problem(err: dict, sources: dict[str, str]) -> str:
+    """One pydantic error as the line a user reads: file, key, what it must be, the value."""
+    path, kind = [str(p) for p in err["loc"]], err["type"]
+    ctx, got = err.get("ctx") or {}, err.get("input")
+    related: list[str] = []
+    if kind == "wm_rule" and ctx.get("field"):
+        related = [".".join([*path, r]) for r in ctx["related"].split(",") if r]
+        path, got = [*path, ctx["field"]], ctx["got"]
+    key = ".".join(path)
+    origin = _origin([key, *related], sources)
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return _unknown(origin, key)
+    if kind in _NOT_A_MAPPING:
+        return f"{origin}: key '{key}' must be a mapping, got {got!r}"
+    if kind in _TYPES:
+        return f"{origin}: key '{key}' must be {_TYPES[kind]}, got {type(got).__name__} {got!r}"
+    if kind == "wm_rule":
+        reason = ctx["reason"]
+    elif kind == "finite_number":
+        reason = "must be a finite number"
+    else:
+        info = _declared(path)
+        reason = (must(info, got) if info is not None else "") or f"is invalid: {err['msg']}"
+    return f"{origin}: key '{key}' {reason}, got {got!r}"
+
+
+def _build(data: dict, sources: dict[str, str]) -> Settings:
+    try:
+        return Settings(**data, sources=sources)
+    except ValidationError as e:
+        raise ConfigError(_problem(e.errors(include_url=False)[0], sources)) from None
 
 
 def load(explicit: str | os.PathLike | None = None, overrides: dict | None = None) -> Settings:
     """Effective settings: defaults <- user file <- overrides (a nested dict, for tests
     and for `wm demo`'s small fast configuration)."""
     sources: dict[str, str] = {}
-    merged = _parse(_defaults_text(), "defaults.yaml")
+    merged: dict = {}
     path, required = user_config_path(explicit)
     if path is not None:
         try:
@@ -293,38 +180,22 @@ def load(explicit: str | os.PathLike | None = None, overrides: dict | None = Non
         merged = _merge(merged, _parse(text, str(path)), str(path), sources)
     if overrides:
         merged = _merge(merged, overrides, "overrides", sources)
-    settings = _build(Settings, merged, sources)
-    return dataclasses.replace(settings, sources=sources)
+    return _build(merged, sources)
 
 
 def defaults() -> Settings:
     """The shipped defaults alone, whatever the user's own file says."""
-    return _build(Settings, _parse(_defaults_text(), "defaults.yaml"), {})
+    return Settings()
 
 
 def flatten(settings: Settings) -> list[tuple[str, object, str]]:
-    """(dotted key, value, source) for every setting, in file order."""
-    rows: list[tuple[str, object, str]] = []
-
-    def walk(obj, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            if f.name == "sources":
-                continue
-            value = getattr(obj, f.name)
-            dotted = f"{prefix}{f.name}"
-            if dataclasses.is_dataclass(value):
-                walk(value, dotted + ".")
-            else:
-                rows.append((dotted, value, settings.sources.get(dotted, "default")))
-
-    walk(settings, "")
-    return rows
+    """(dotted key, value, source) for every setting, in declaration order."""
+    return [(key, value, settings.sources.get(key, "default"))
+            for key, _info, value in leaves(settings)]
 
 
 def render(settings: Settings, home: Path, as_json: bool = False) -> str:
     """`wm config show`: every setting, its value and where it came from."""
-    import json
-
     rows = flatten(settings)
     if as_json:
         return json.dumps({"home": str(home),

@@ -10,6 +10,11 @@ from pathlib import Path
 from wm.base.config import Settings
 
 
+PRIVATE_DIR = 0o700
+# What every process of wm creates under (umask): folders 0700, files 0600.
+PRIVATE_UMASK = 0o077
+
+
 def default_home() -> Path:
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "wm"
@@ -33,6 +38,13 @@ class Paths:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Paths":
         return cls(resolve_home(settings))
+
+    def make_private(self) -> None:
+        """Create the root 0700, or tighten it if something made it looser: it holds a
+        person's recordings, and a private root hides everything beneath it."""
+        self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        if self.root.stat().st_mode & 0o077:
+            self.root.chmod(PRIVATE_DIR)
 
     # -- recordings ---------------------------------------------------------------
     @property
