@@ -91,7 +91,7 @@ def ingest(path: Path, root: Path, preset: str | None) -> tuple[float, int, int]
     """Seconds taken, clips written, bytes of clip video."""
     from wm.base import config, log
     from wm.base.paths import Paths
-    from wm.capture.ingest import ingest_files
+    from wm.capture.ingest.run import ingest_files
 
     shutil.rmtree(root, ignore_errors=True)
     settings = config.load(overrides={"capture": {"ingest_preset": preset}} if preset else None)

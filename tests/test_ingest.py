@@ -19,8 +19,11 @@ from wm.base.clipids import clip_id, local_date
 from wm.base.manifest import AUDIO_ONLY, FINAL, PADDED, VIDEO_ONLY, Manifest
 from wm.base.media import read_wav
 from wm.base.paths import Paths
-from wm.capture import ingest as ing
 from wm.capture import writer
+from wm.capture.ingest.index import fingerprint
+from wm.capture.ingest.probe import parse_creation_time
+from wm.capture.ingest.run import ingest_files
+from wm.capture.ingest.timeline import AudioTrack, fit_size, timeline_start
 
 DATE = "2025-01-15"
 # the flash and the click happen at 4.0 s: clip 1 (3-6 s), its second still, 1.0 s into its WAV
@@ -133,7 +136,7 @@ def test_clips_frames_and_sound_land_where_the_source_put_them(main_file, run_cl
 ])
 def test_containers_and_layouts(media, settings, home, name, spec, tolerance):
     src = mg.write(media / name, spec)
-    summary = ing.ingest_files(settings, home, [src], DATE, show_progress=False)
+    summary = ingest_files(settings, home, [src], DATE, show_progress=False)
     assert summary.errors == [] and summary.clips == 3 and summary.files == 1
     mans = manifests(home)
     assert [len(m.frames) for m in mans] == [3, 3, 1]
@@ -153,7 +156,7 @@ def test_the_best_of_several_streams_is_used_and_named(media, settings, home):
     src = mg.write(media / "several.mp4", MAIN, extra_streams=True)
     with av.open(str(src)) as c:
         assert len(c.streams.video) == 2 and len(c.streams.audio) == 2
-    summary = ing.ingest_files(settings, home, [src], DATE, show_progress=False)
+    summary = ingest_files(settings, home, [src], DATE, show_progress=False)
     assert summary.errors == []
     mans = manifests(home)
     for m in mans:
@@ -166,7 +169,7 @@ def test_the_best_of_several_streams_is_used_and_named(media, settings, home):
 
 def test_a_video_without_sound_gives_frames_only_clips(media, settings, home):
     src = mg.write(media / "silent.mp4", mg.Spec(seconds=6.5, audio_rate=None, flash=MARK))
-    summary = ing.ingest_files(settings, home, [src], DATE, show_progress=False)
+    summary = ingest_files(settings, home, [src], DATE, show_progress=False)
     # 6.5 s: two clips; the 0.5 s remainder is under min_tail_seconds (1 s) and is dropped
     assert (summary.clips, summary.errors) == (2, [])
     assert summary.dropped == pytest.approx(0.5, abs=0.05)
@@ -183,7 +186,7 @@ def test_a_video_without_sound_gives_frames_only_clips(media, settings, home):
 def test_sound_without_pictures_gives_sound_only_clips(media, settings, home):
     src = mg.write(media / "voice.mp4",
                    mg.Spec(seconds=6.0, size=None, click=MARK))
-    summary = ing.ingest_files(settings, home, [src], DATE, show_progress=False)
+    summary = ingest_files(settings, home, [src], DATE, show_progress=False)
     assert (summary.clips, summary.errors) == (2, [])
     mans = manifests(home)
     assert all(m.frames == [] and AUDIO_ONLY in m.flags and m.source.video_stream is None
@@ -195,7 +198,7 @@ def test_sound_without_pictures_gives_sound_only_clips(media, settings, home):
 def test_a_large_video_is_scaled_down_keeping_its_shape(media, settings, home):
     src = mg.write(media / "big.mkv",
                    mg.Spec(seconds=2.0, size=(960, 540), fps=Fraction(24), flash=1.0))
-    summary = ing.ingest_files(settings, home, [src], DATE, show_progress=False)
+    summary = ingest_files(settings, home, [src], DATE, show_progress=False)
     assert summary.errors == []
     (m,) = manifests(home)   # 2 s: one padded clip, 2 stills
     assert PADDED in m.flags and len(m.frames) == 2
@@ -213,7 +216,7 @@ def test_a_large_video_is_scaled_down_keeping_its_shape(media, settings, home):
 def test_creation_time_names_the_clips_and_their_day(media, settings, home):
     src = mg.write(media / "stamped.mp4",
                    mg.Spec(seconds=6.0, creation_time="2025-03-09T23:59:58Z"))
-    summary = ing.ingest_files(settings, home, [src], None, show_progress=False)
+    summary = ingest_files(settings, home, [src], None, show_progress=False)
     assert summary.errors == []
     start = datetime(2025, 3, 9, 23, 59, 58, tzinfo=timezone.utc)
     second = datetime(2025, 3, 10, 0, 0, 1, tzinfo=timezone.utc)
@@ -232,7 +235,7 @@ def test_without_creation_time_the_start_is_mtime_minus_duration(main_file, sett
     shutil.copy(main_file, src)
     end = datetime(2025, 1, 15, 12, 0, 0, tzinfo=timezone.utc).timestamp()
     mg.set_mtime(src, end)
-    ing.ingest_files(settings, home, [src], DATE, show_progress=False)
+    ingest_files(settings, home, [src], DATE, show_progress=False)
     with av.open(str(src)) as c:
         seconds = c.duration / av.time_base
     first = manifests(home)[0]
@@ -254,13 +257,13 @@ def test_ingesting_the_same_file_twice_adds_nothing(main_file, run_cli, home, tm
 
 
 def test_an_interrupted_ingest_finishes_without_duplicates(main_file, settings, home):
-    ing.ingest_files(settings, home, [main_file], DATE, show_progress=False)
+    ingest_files(settings, home, [main_file], DATE, show_progress=False)
     mans = manifests(home)
     # as if the run had died before its last clip and before noting the file as done
     last = mans[-1]
     home.manifest(DATE, last.id).unlink()
     home.ingest_index.unlink()
-    summary = ing.ingest_files(settings, home, [main_file], DATE, show_progress=False)
+    summary = ingest_files(settings, home, [main_file], DATE, show_progress=False)
     assert summary.clips == 1
     assert [m.id for m in manifests(home)] == [m.id for m in mans]
 
@@ -271,7 +274,7 @@ def test_different_files_with_the_same_start_get_distinct_ids(media, settings, h
     when = datetime(2025, 1, 15, 9, 0, 3, tzinfo=timezone.utc).timestamp()
     mg.set_mtime(a, when)
     mg.set_mtime(b, when)
-    summary = ing.ingest_files(settings, home, [a, b], DATE, show_progress=False)
+    summary = ingest_files(settings, home, [a, b], DATE, show_progress=False)
     assert summary.clips == 2
     mans = manifests(home)
     first = min(m.id for m in mans)
@@ -319,7 +322,7 @@ def test_a_write_failure_leaves_no_half_clip(main_file, settings, home, monkeypa
         real(path, samples, rate)
 
     monkeypatch.setattr(writer, "write_wav", failing)
-    summary = ing.ingest_files(settings, home, [main_file], DATE, show_progress=False)
+    summary = ingest_files(settings, home, [main_file], DATE, show_progress=False)
     assert len(summary.errors) == 1 and "No space left on device" in summary.errors[0]
     assert partials(home) == []
     mans = manifests(home)
@@ -332,7 +335,7 @@ def test_a_write_failure_leaves_no_half_clip(main_file, settings, home, monkeypa
             assert p.stem.split("_")[0] in ids, p
     # the file is not marked done: the next run writes the rest
     monkeypatch.setattr(writer, "write_wav", real)
-    again = ing.ingest_files(settings, home, [main_file], DATE, show_progress=False)
+    again = ingest_files(settings, home, [main_file], DATE, show_progress=False)
     assert again.clips == 3 - len(mans) and len(manifests(home)) == 3
 
 
@@ -370,34 +373,34 @@ def test_no_paths_needs_a_date_and_a_raw_folder(run_cli):
     ((331, 201), (640, 480), (330, 200)),      # an odd source size too
 ])
 def test_fit_size(size, limit, want):
-    assert ing.fit_size(*size, *limit) == want
+    assert fit_size(*size, *limit) == want
 
 
 def test_timeline_start():
-    assert ing.timeline_start(0.0, 0.5) == 0.0             # sound starts late
-    assert ing.timeline_start(0.4, 0.0) == 0.0             # picture starts late
-    assert ing.timeline_start(0.0, -1024 / 44100) == 0.0   # AAC priming is not sound
-    assert ing.timeline_start(1.0, 0.97) == 1.0            # nor is it when streams start late
-    assert ing.timeline_start(1.0, 0.5) == 0.5
-    assert ing.timeline_start(None, -0.02) == 0.0
-    assert ing.timeline_start(None, 2.0) == 2.0
-    assert ing.timeline_start(1.5, None) == 1.5
-    assert ing.timeline_start(None, None) == 0.0
+    assert timeline_start(0.0, 0.5) == 0.0             # sound starts late
+    assert timeline_start(0.4, 0.0) == 0.0             # picture starts late
+    assert timeline_start(0.0, -1024 / 44100) == 0.0   # AAC priming is not sound
+    assert timeline_start(1.0, 0.97) == 1.0            # nor is it when streams start late
+    assert timeline_start(1.0, 0.5) == 0.5
+    assert timeline_start(None, -0.02) == 0.0
+    assert timeline_start(None, 2.0) == 2.0
+    assert timeline_start(1.5, None) == 1.5
+    assert timeline_start(None, None) == 0.0
 
 
 def test_parse_creation_time():
     utc = timezone.utc
-    assert ing.parse_creation_time("2025-01-15T14:30:12.000000Z") == \
+    assert parse_creation_time("2025-01-15T14:30:12.000000Z") == \
         datetime(2025, 1, 15, 14, 30, 12, tzinfo=utc)
-    assert ing.parse_creation_time("2025-01-15 14:30:12") == \
+    assert parse_creation_time("2025-01-15 14:30:12") == \
         datetime(2025, 1, 15, 14, 30, 12, tzinfo=utc)
-    assert ing.parse_creation_time("1904-01-01T00:00:00Z") is None   # an unset camera clock
-    assert ing.parse_creation_time("yesterday") is None
-    assert ing.parse_creation_time(None) is None
+    assert parse_creation_time("1904-01-01T00:00:00Z") is None   # an unset camera clock
+    assert parse_creation_time("yesterday") is None
+    assert parse_creation_time(None) is None
 
 
 def test_audio_track_places_samples_by_timestamp():
-    t = ing.AudioTrack(16000)
+    t = AudioTrack(16000)
     ones = np.ones(1600, np.int16)
     t.put(800, ones)                 # starts 50 ms in: a hole before it
     t.put(2400 + 100, 2 * ones)      # 6 ms late: within tolerance, taken as contiguous
@@ -410,7 +413,7 @@ def test_audio_track_places_samples_by_timestamp():
     assert (out[4000:5600] == 3).all() and (out[5600:8800] == 0).all()
     assert (out[8800:10400] == 4).all() and (out[10400:11200] == 5).all()
     # samples before timeline zero are dropped
-    t2 = ing.AudioTrack(16000)
+    t2 = AudioTrack(16000)
     t2.put(-100, np.arange(300, dtype=np.int16))
     out, holes = t2.take(0, 400)
     assert out[0] == 100 and holes == [(200, 400)]
@@ -421,8 +424,8 @@ def test_fingerprint_follows_content_not_name(tmp_path):
     a.write_bytes(os.urandom(3 << 20))
     b = tmp_path / "b.bin"
     shutil.copy(a, b)
-    assert ing.fingerprint(a) == ing.fingerprint(b)
+    assert fingerprint(a) == fingerprint(b)
     data = bytearray(b.read_bytes())
     data[-10] ^= 0xFF
     b.write_bytes(bytes(data))
-    assert ing.fingerprint(a) != ing.fingerprint(b)
+    assert fingerprint(a) != fingerprint(b)
