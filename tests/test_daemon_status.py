@@ -17,13 +17,11 @@ from wm.base.paths import Paths
 from wm.base.queue import COMMITTED, Queue
 from wm.capture.pause import pause
 from wm.daemon.scheduler import SchedulerView
-from wm.daemon.status import (
+from wm.daemon.status_file import DaemonStatus, RecorderView, WatcherView
+from wm.daemon.status_report import (
     NOT_RUNNING,
     RUNNING_NOT_RECORDING,
     RUNNING_RECORDING,
-    DaemonStatus,
-    RecorderView,
-    WatcherView,
     build_report,
 )
 from wm.demo.synth import make_day

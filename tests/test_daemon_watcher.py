@@ -14,7 +14,8 @@ from wm.base.paths import Paths
 from wm.base.queue import COMMITTED, QUEUED, Queue
 from wm.capture.scan import queue_clips_on_disk
 from wm.capture.writer import atomic_write_bytes
-from wm.daemon.watcher import Watcher, ingest_command
+from wm.daemon.raw_ingest import ingest_command
+from wm.daemon.watcher import Watcher
 from wm.demo.synth import make_day, write_recording
 
 DAY = "2025-01-15"
@@ -30,7 +31,7 @@ def env(tmp_path, monkeypatch):
     watchers: list[Watcher] = []
 
     def watcher() -> Watcher:
-        w = Watcher(settings, paths, ingest=ingest_command(None), settle_seconds=0.5)
+        w = Watcher(paths, ingest=ingest_command(None), settle_seconds=0.5)
         watchers.append(w)
         w.start()
         assert w.scanned.wait(10)

@@ -24,6 +24,9 @@ from wm.base import config
 from wm.base.errors import WmError
 from wm.base.paths import Paths
 from wm.daemon import service
+from wm.daemon.service_launchd import render_plist
+from wm.daemon.service_spec import service_spec, template_text
+from wm.daemon.service_systemd import render_unit
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL = "io.wm.recorder"
@@ -97,12 +100,15 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
-def test_packaged_templates_are_the_repository_templates():
+def test_the_packaged_templates_are_the_only_ones():
+    """One template per service file, inside the package (an installed wheel needs it);
+    the top-level systemd/ and launchd/ folders only say where it is."""
     packaged = REPO / "wm" / "daemon" / "templates"
-    assert (packaged / "wm.service").read_bytes() == (REPO / "systemd" / "wm.service").read_bytes(), \
-        "copy systemd/wm.service to wm/daemon/templates/"
-    assert (packaged / f"{LABEL}.plist").read_bytes() == \
-        (REPO / "launchd" / f"{LABEL}.plist").read_bytes(), "copy launchd/ to wm/daemon/templates/"
+    for folder, name in (("systemd", "wm.service"), ("launchd", f"{LABEL}.plist")):
+        assert template_text(name) == (packaged / name).read_text(encoding="utf-8")
+        assert sorted(p.name for p in (REPO / folder).iterdir()) == ["README.md"], folder
+        readme = (REPO / folder / "README.md").read_text()
+        assert f"wm/daemon/templates/{name}" in readme and "wm service install" in readme
 
 
 def _verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -126,8 +132,8 @@ def test_rendered_unit_passes_systemd_analyze_verify(tmp_path):
     cfg = tmp_path / "conf $dir" / "wm 100%.yaml"
     cfg.parent.mkdir()
     cfg.write_text("logging:\n  level: debug\n")
-    spec = service.service_spec(Paths(data), cfg, environ={"WM_HOME": str(data)})
-    text = service.render_unit(spec)
+    spec = service_spec(Paths(data), cfg, environ={"WM_HOME": str(data)})
+    text = render_unit(spec)
 
     done = _verify(text, tmp_path)
     assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
@@ -147,9 +153,9 @@ def test_rendered_unit_passes_systemd_analyze_verify(tmp_path):
 
 def test_verify_check_catches_a_broken_unit(tmp_path):
     """The check above can fail: an ExecStart that does not exist is reported on stderr."""
-    spec = service.service_spec(Paths(tmp_path), None, environ={},
-                                python=str(tmp_path / "no such python"))
-    done = _verify(service.render_unit(spec), tmp_path)
+    spec = service_spec(Paths(tmp_path), None, environ={},
+                        python=str(tmp_path / "no such python"))
+    done = _verify(render_unit(spec), tmp_path)
     assert "no such python" in done.stderr
 
 
@@ -158,8 +164,8 @@ def test_rendered_plist_has_every_required_key_with_absolute_paths(tmp_path):
     data = tmp_path / "wm & <data>"
     cfg = tmp_path / "wm.yaml"
     cfg.write_text("")
-    spec = service.service_spec(Paths(data), cfg, environ={"WM_HOME": str(data)})
-    plist = plistlib.loads(service.render_plist(spec, home))
+    spec = service_spec(Paths(data), cfg, environ={"WM_HOME": str(data)})
+    plist = plistlib.loads(render_plist(spec, home))
 
     assert plist["Label"] == LABEL
     args = plist["ProgramArguments"]
@@ -181,7 +187,7 @@ def test_rendered_plist_has_every_required_key_with_absolute_paths(tmp_path):
     assert "~" not in json.dumps(plist) and re.search(r"@[A-Z_]+@", json.dumps(plist)) is None
 
     # Without WM_HOME or a config file, neither appears.
-    bare = plistlib.loads(service.render_plist(service.service_spec(Paths(data), None, {}), home))
+    bare = plistlib.loads(render_plist(service_spec(Paths(data), None, {}), home))
     assert "WM_HOME" not in bare["EnvironmentVariables"]
     assert bare["ProgramArguments"] == [os.path.abspath(sys.executable), "-m", "wm", "run"]
 

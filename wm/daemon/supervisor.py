@@ -26,9 +26,11 @@ from wm.daemon import lock
 from wm.daemon.children import pid_alive
 from wm.daemon.notify import Heartbeat, Notifier, watchdog_interval
 from wm.daemon.probes import Probes, SystemProbes
+from wm.daemon.raw_ingest import Ingest, ingest_command
 from wm.daemon.scheduler import Scheduler, sleep_command
-from wm.daemon.status import WRITE_SECONDS, DaemonStatus, RecorderView, dir_bytes
-from wm.daemon.watcher import Ingest, Watcher, ingest_command
+from wm.daemon.status_file import WRITE_SECONDS, DaemonStatus, RecorderView
+from wm.daemon.status_report import dir_bytes
+from wm.daemon.watcher import Watcher
 
 # How often the main loop wakes: signals, the sleep child, health.
 LOOP_SECONDS = 0.25
@@ -127,7 +129,7 @@ class Daemon:
             on_child_exit=lambda pid: release_dead_claims(self.queue))
         if previous and previous.scheduler.sleeping_pid:
             self.scheduler.adopt(previous.scheduler.sleeping_pid, previous.scheduler.sleeping_argv)
-        self.watcher = Watcher(s, p, ingest=self.inj.ingest or ingest_command(self.config_path),
+        self.watcher = Watcher(p, ingest=self.inj.ingest or ingest_command(self.config_path),
                                **({"settle_seconds": self.inj.settle_seconds}
                                   if self.inj.settle_seconds is not None else {}))
         self.heartbeat = Heartbeat(self.notifier, self.watchdog_interval,
@@ -205,7 +207,6 @@ class Daemon:
                       new.logging.backups)
         self.settings = new
         self.scheduler.update(new)
-        self.watcher.update(new)
         if hasattr(self.probes, "update"):
             self.probes.update(new)
         self.heartbeat.stall_after = 2 * new.capture.stall_seconds

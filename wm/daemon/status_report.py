@@ -1,0 +1,162 @@
+"""What `wm status` reports: the daemon's published status checked against what can be
+checked directly (the lock, the pause file, the queue, the disk and the last sleep
+cycle's own record)."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from wm.base.clipids import local_tz
+from wm.base.config import Settings
+from wm.base.lastsleep import LastSleep
+from wm.base.paths import Paths
+from wm.daemon import lock
+from wm.daemon.scheduler import NightWindow
+from wm.daemon.status_file import STALE_SECONDS, DaemonStatus
+
+RUNNING_RECORDING, RUNNING_NOT_RECORDING, NOT_RUNNING = 0, 1, 3
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything `wm status` says (`--json` prints this)."""
+    running: bool
+    pid: int | None
+    responding: bool
+    since: float | None
+    recording: bool
+    camera: str | None
+    microphone: str | None
+    last_clip_age: float | None
+    clips_written: int | None
+    paused: bool
+    queue: dict[str, int]
+    data_bytes: int
+    free_bytes: int
+    last_sleep: LastSleep | None
+    sleeping_pid: int | None
+    sleeping_since: float | None
+    next_window_opens: str
+    next_window_closes: str
+    scheduler: str | None          # the scheduler's last decision and why
+    problem: str | None            # why it is not recording, in words
+
+    @property
+    def exit_code(self) -> int:
+        if not self.running:
+            return NOT_RUNNING
+        return RUNNING_RECORDING if self.recording else RUNNING_NOT_RECORDING
+
+
+def dir_bytes(root: Path) -> int:
+    """Bytes used by the files under `root` (a walk: slow on months of clips, so the
+    daemon measures it in the background and `wm status` uses its figure)."""
+    total, stack = 0, [root]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    elif e.is_file(follow_symlinks=False):
+                        total += e.stat(follow_symlinks=False).st_blocks * 512
+                except OSError:
+                    continue
+    return total
+
+
+def free_bytes(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def queue_counts(paths: Paths) -> dict[str, int]:
+    from wm.base.queue import STATES, Queue
+
+    if not paths.memory_db.exists():
+        return {s: 0 for s in STATES}
+    q = Queue(paths.memory_db)
+    try:
+        return q.counts()
+    finally:
+        q.close()
+
+
+def recent_clip_limit(settings: Settings) -> float:
+    """A recording daemon has written a clip within this many seconds."""
+    return 3 * settings.capture.clip_seconds + 10
+
+
+def _problem(settings: Settings, now: float, running: bool, st: DaemonStatus | None,
+             responding: bool, paused: bool, last_clip_age: float | None) -> str | None:
+    """Why it is not recording, the first reason that holds; None when it is."""
+    if not running:
+        return "wm run is not running"
+    if st is None:
+        return "starting (no status yet)"
+    if not responding:
+        return f"not responding (status {now - st.updated:.0f} s old)"
+    rec = st.recorder
+    if paused or rec.paused:
+        return "paused"
+    if rec.disk_low:
+        return "disk almost full: recording paused"
+    if "ok" not in (rec.camera, rec.microphone):
+        return f"no device records (camera {rec.camera}, microphone {rec.microphone})"
+    if last_clip_age is None or last_clip_age > recent_clip_limit(settings):
+        return "no clip written yet" if last_clip_age is None else "no clip written recently"
+    return None
+
+
+def _next_window(settings: Settings, now: float, st: DaemonStatus | None) -> tuple[str, str]:
+    """The night window as a responding daemon sees it (its settings may have been
+    reloaded), else as the settings file says."""
+    if st is not None:
+        return st.scheduler.next_opens, st.scheduler.next_closes
+    tz = local_tz()
+    o, c = NightWindow.parse(settings.daemon.night_window).next(
+        datetime.fromtimestamp(now, timezone.utc), tz)
+    return o.astimezone(tz).isoformat(), c.astimezone(tz).isoformat()
+
+
+def build_report(settings: Settings, paths: Paths, now: float | None = None) -> Report:
+    from wm.capture.pause import is_paused
+
+    now = time.time() if now is None else now
+    pid = lock.holder(paths.lock_file)
+    running = pid is not None
+    st = DaemonStatus.read(paths.status_file) if running else None
+    if st is not None and pid and st.pid != pid:
+        st = None          # left by an earlier daemon; this one has not written yet
+    responding = st is not None and now - st.updated <= STALE_SECONDS
+    live = st if responding else None
+    rec = st.recorder if st else None
+    paused = is_paused(paths, now)
+
+    # max: a file played faster than real time dates its clips ahead of the clock.
+    last_clip_age = max(0.0, now - rec.last_clip_end) if rec and rec.last_clip_end else None
+    problem = _problem(settings, now, running, st, responding, paused, last_clip_age)
+    opens, closes = _next_window(settings, now, live)
+    data = live.data_bytes if live and live.data_bytes is not None else dir_bytes(paths.data)
+    return Report(
+        running=running, pid=pid or None, responding=responding,
+        since=st.started if st else None, recording=running and problem is None,
+        camera=rec.camera if rec else None, microphone=rec.microphone if rec else None,
+        last_clip_age=last_clip_age, clips_written=rec.clips_written if rec else None,
+        paused=paused or bool(rec and rec.paused), queue=queue_counts(paths),
+        data_bytes=data, free_bytes=free_bytes(paths.data),
+        last_sleep=LastSleep.read(paths.last_sleep_file),
+        sleeping_pid=live.scheduler.sleeping_pid if live else None,
+        sleeping_since=live.scheduler.sleeping_since if live else None,
+        next_window_opens=opens, next_window_closes=closes,
+        scheduler=f"{live.scheduler.decision}: {live.scheduler.reason}" if live else None,
+        problem=problem)
