@@ -10,7 +10,6 @@ with two trainings of a real model."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -18,17 +17,11 @@ import numpy as np
 from wm.base.manifest import Manifest
 from wm.base.media import read_wav
 from wm.base.queue import Queue
-from wm.memory.store import KINDS, Store
+from wm.learn.encoders import ClipEmbeddings
+from wm.memory.shards import KINDS
+from wm.memory.store import Store
 
 SHARED_DIM = 3
-
-
-@dataclass
-class ToyEmbeddings:
-    video: np.ndarray
-    audio: np.ndarray
-    shared_video: np.ndarray
-    shared_audio: np.ndarray
 
 
 def video_features(stills: list[np.ndarray]) -> np.ndarray:
@@ -71,27 +64,27 @@ class ToyEncoders:
         self.cca_v, self.cca_a = _cca(video_feats - self.mv, audio_feats - self.ma, SHARED_DIM)
         self.calls = 0
 
-    def embed_clips(self, stills, audio) -> ToyEmbeddings:
+    def embed_clips(self, stills, audio) -> ClipEmbeddings:
         self.calls += 1
         if self.delay:
             time.sleep(self.delay)
         n = len(stills)
         dv, da = self.rv.shape[0], self.ra.shape[0]
-        out = ToyEmbeddings(np.full((n, dv), np.nan, np.float32), np.full((n, da), np.nan, np.float32),
-                            np.full((n, SHARED_DIM), np.nan, np.float32),
-                            np.full((n, SHARED_DIM), np.nan, np.float32))
+        video, aud = np.full((n, dv), np.nan, np.float32), np.full((n, da), np.nan, np.float32)
+        shared_video = np.full((n, SHARED_DIM), np.nan, np.float32)
+        shared_audio = np.full((n, SHARED_DIM), np.nan, np.float32)
         for i, (s, a) in enumerate(zip(stills, audio)):
             if s:
                 f = video_features(s) - self.mv
-                out.video[i] = f @ self.rv
+                video[i] = f @ self.rv
                 z = f @ self.cca_v
-                out.shared_video[i] = z / np.linalg.norm(z)
+                shared_video[i] = z / np.linalg.norm(z)
             if a is not None:
                 f = audio_features(a) - self.ma
-                out.audio[i] = f @ self.ra
+                aud[i] = f @ self.ra
                 z = f @ self.cca_a
-                out.shared_audio[i] = z / np.linalg.norm(z)
-        return out
+                shared_audio[i] = z / np.linalg.norm(z)
+        return ClipEmbeddings(video, aud, shared_video, shared_audio)
 
     def embed_image(self, bgr):
         return self.embed_clips([[bgr]], [None])

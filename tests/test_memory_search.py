@@ -9,9 +9,11 @@ import pytest
 
 from wm.base.clipids import clip_id
 from wm.base.paths import Paths
+from wm.learn.encoders import ClipEmbeddings
 from wm.memory import ann
+from wm.memory.clips import Clip, date_key_range
 from wm.memory.search import search, topk
-from wm.memory.store import KINDS, NewClip, Store, date_key_range
+from wm.memory.store import Store
 
 DIM = 32
 DAYS = ["2025-01-13", "2025-01-14", "2025-01-15"]
@@ -26,10 +28,10 @@ def clustered(rng, n, centres):
 def add_day(store: Store, version: str, day: str, vecs: np.ndarray, ids: list[str] | None = None):
     t0 = datetime.fromisoformat(day).replace(hour=8, tzinfo=timezone.utc)
     ids = ids or [clip_id(t0 + timedelta(seconds=3 * i)) for i in range(len(vecs))]
-    clips = [NewClip(cid, day, (t0 + timedelta(seconds=3 * i)).isoformat(), 3.0, f"clips/{cid}.json",
-                     None, None, ()) for i, cid in enumerate(ids)]
+    clips = [Clip(cid, day, (t0 + timedelta(seconds=3 * i)).isoformat(), 3.0, f"clips/{cid}.json",
+                  None, None, ()) for i, cid in enumerate(ids)]
     nan = np.full((len(vecs), DIM), np.nan, np.float32)
-    store.add(version, clips, {k: (vecs if k == "shared" else nan) for k in KINDS})
+    store.add(version, clips, ClipEmbeddings(nan, nan, nan, nan, shared=vecs))
     return ids
 
 

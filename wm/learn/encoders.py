@@ -20,16 +20,40 @@ from wm.learn.versions import all_versions, latest_version
 IMAGE_CHUNK = 32      # stills per forward pass: bounded memory, still large matmuls
 AUDIO_CHUNK = 32      # clip-length windows per forward pass
 MIN_SOUND = 0.25      # seconds: a shorter sound is too short to embed (zero-padded to this)
+KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
 
 
 @dataclass
 class ClipEmbeddings:
-    """float32 (n, D) each; rows of NaN where a clip lacks that modality. shared_* are
-    L2-normalised and comparable across modalities (sound against sight)."""
+    """Every vector of a batch of clips, float32 (n, D) per kind; rows of NaN where a clip
+    lacks that modality. video and audio are each encoder's own space; shared_* are
+    L2-normalised and comparable across modalities (sound against sight); shared is a clip
+    as seen and heard, fused from the two aligned views unless given."""
     video: np.ndarray
     audio: np.ndarray
     shared_video: np.ndarray
     shared_audio: np.ndarray
+    shared: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for kind in ("video", "audio", "shared_video", "shared_audio"):
+            setattr(self, kind, np.asarray(getattr(self, kind), np.float32))
+        self.shared = (fused_shared(self.shared_video, self.shared_audio) if self.shared is None
+                       else np.asarray(self.shared, np.float32))
+
+    def of(self, kind: str) -> np.ndarray:
+        """The vectors of one kind by name, as a query plan and the memory's shards name them."""
+        if kind not in KINDS:
+            raise KeyError(kind)
+        return getattr(self, kind)
+
+
+def fused_shared(shared_video: np.ndarray, shared_audio: np.ndarray) -> np.ndarray:
+    """The normalised sum of whichever aligned views a clip has (NaN where it has none)."""
+    total = np.nan_to_num(shared_video) + np.nan_to_num(shared_audio)
+    out = total / np.maximum(np.linalg.norm(total, axis=-1, keepdims=True), 1e-12)
+    out[np.isnan(shared_video).any(1) & np.isnan(shared_audio).any(1)] = np.nan
+    return out
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:

@@ -21,9 +21,12 @@ import numpy as np
 
 from wm.base import log
 from wm.base.atomic import commit_file, partial_name
-from wm.memory.store import IndexRecord, Shard, Store
+from wm.memory.shards import IndexRecord, Shard
+from wm.memory.store import Store
 
-TARGET_RECALL = 0.97     # measured at build; the issue asks for >= 0.95 at query time
+# Above the 0.95 recall@10 searches are held to: it is measured with stored vectors as
+# queries, which fresh queries need not resemble.
+TARGET_RECALL = 0.97
 RETRAIN_GROWTH = 4       # retrain the coarse cells when the index has grown this much
 CALIBRATION_QUERIES = 64
 POINTS_PER_CELL = 48     # k-means training sample per cell (faiss warns below 39)

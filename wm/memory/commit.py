@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
-import torch
 
 from wm.base import log
 from wm.base.config import Settings
@@ -24,7 +23,13 @@ from wm.base.paths import Paths
 from wm.base.progress import Progress
 from wm.base.queue import PURGED, QUEUED, Queue, QueueItem, owner_id
 from wm.memory import ann
-from wm.memory.store import KINDS, ClipRecord, NewClip, Store, fused_shared
+from wm.memory.clips import Clip
+from wm.memory.maintenance import compact, sweep_orphans
+from wm.memory.shards import KINDS
+from wm.memory.store import Store
+
+if TYPE_CHECKING:
+    from wm.learn.encoders import ClipEmbeddings
 
 COMMIT_BATCH = 32
 _log = log.get("wm.memory.commit")
@@ -41,12 +46,12 @@ class CommitResult:
 
 @dataclass
 class _Loaded:
-    clip: NewClip
+    clip: Clip
     stills: list[np.ndarray]
     audio: np.ndarray | None
 
 
-def read_media(paths: Paths, clip: NewClip) -> _Loaded | None:
+def read_media(paths: Paths, clip: Clip) -> _Loaded | None:
     """A clip's stills and samples, or None if neither can be read."""
     files = [paths.data / f for f in clip.frames]
     stills = [im for im in (cv2.imread(str(f)) for f in files if f.exists()) if im is not None]
@@ -61,27 +66,18 @@ def read_media(paths: Paths, clip: NewClip) -> _Loaded | None:
     return _Loaded(clip, stills, audio)
 
 
-def _new_clip(paths: Paths, item: QueueItem) -> NewClip | None:
+def _queued_clip(paths: Paths, item: QueueItem) -> Clip | None:
     try:
         m = Manifest.read(paths.data / item.manifest)
     except (OSError, ValueError, TypeError, KeyError) as e:
         _log.warning("manifest_unreadable", clip=item.clip_id, file=item.manifest, error=str(e))
         return None
-    return NewClip(m.id, m.date, m.start, m.duration, item.manifest, m.video, m.audio,
-                   tuple(m.frames))
+    return Clip.from_manifest(m, item.manifest)
 
 
-def _from_record(c: ClipRecord) -> NewClip:
-    return NewClip(c.clip_id, c.date, c.start, c.duration, c.manifest, c.video, c.audio, c.frames)
-
-
-def embed(encoders, loaded: list[_Loaded]) -> dict[str, np.ndarray]:
-    """Every kind of vector for a batch, under no_grad (rows of NaN where a kind is absent)."""
-    with torch.no_grad():
-        e = encoders.embed_clips([x.stills for x in loaded], [x.audio for x in loaded])
-    sv, sa = np.asarray(e.shared_video, np.float32), np.asarray(e.shared_audio, np.float32)
-    return {"video": np.asarray(e.video, np.float32), "audio": np.asarray(e.audio, np.float32),
-            "shared_video": sv, "shared_audio": sa, "shared": fused_shared(sv, sa)}
+def embed(encoders, loaded: list[_Loaded]) -> ClipEmbeddings:
+    """Every kind of vector for a batch (rows of NaN where a kind is absent)."""
+    return encoders.embed_clips([x.stills for x in loaded], [x.audio for x in loaded])
 
 
 def commit_queued(settings: Settings, paths: Paths, encoders,
@@ -93,7 +89,7 @@ def commit_queued(settings: Settings, paths: Paths, encoders,
     result = CommitResult(0, 0, 0)
     try:
         with store.writer():
-            swept = store.sweep_orphans()
+            swept = sweep_orphans(store)
             if swept:
                 _log.info("orphans_removed", files=len(swept))
             store.register_version(version)
@@ -127,7 +123,7 @@ def _commit_new(settings, paths, store, queue, owner, encoders, should_stop, poo
             return None
         clips, broken = [], []
         for it in items:
-            c = _new_clip(paths, it)
+            c = _queued_clip(paths, it)
             if c is None:
                 broken.append(it.clip_id)
             else:
@@ -159,7 +155,7 @@ def _reembed(paths, store, queue, encoders, should_stop, pool, bar, result) -> N
         if not clips:
             return None
         cursor[0] = clips[-1].start
-        return pool.submit(lambda: [(c, read_media(paths, _from_record(c))) for c in clips])
+        return pool.submit(lambda: [(c, read_media(paths, c)) for c in clips])
 
     fut = select()
     while fut is not None and not should_stop():
@@ -186,4 +182,4 @@ def _maintain(settings, store: Store, should_stop) -> None:
             if should_stop():
                 return
             ann.sync_index(store, v, kind, mem.ann_min_rows, mem.ann_nprobe, settings.learn.seed)
-    store.compact()
+    compact(store)

@@ -4,6 +4,7 @@ ranks clips against it. Words are only what the user taught: no language model."
 from __future__ import annotations
 
 import re
+import time
 
 from wm.base.config import Settings
 from wm.base.errors import WmError
@@ -22,6 +23,27 @@ def normalise_word(word: str) -> str:
     return w
 
 
+def add_label(store: Store, word: str, clip_id: str) -> bool:
+    cur = store.conn.execute("INSERT OR IGNORE INTO memory_labels VALUES (?, ?, ?)",
+                             (word, clip_id, time.time()))
+    return cur.rowcount == 1
+
+
+def remove_label(store: Store, word: str, clip_id: str) -> bool:
+    cur = store.conn.execute("DELETE FROM memory_labels WHERE word = ? AND clip_id = ?",
+                             (word, clip_id))
+    return cur.rowcount == 1
+
+
+def words(store: Store) -> dict[str, list[str]]:
+    """Each taught word's example clips, in the order they were taught."""
+    out: dict[str, list[str]] = {}
+    for word, cid in store.conn.execute("SELECT word, clip_id FROM memory_labels"
+                                        " ORDER BY word, added"):
+        out.setdefault(word, []).append(cid)
+    return out
+
+
 def run_label(settings: Settings, paths: Paths, clip_id: str, word: str,
               remove: bool = False) -> int:
     word = normalise_word(word)
@@ -32,11 +54,11 @@ def run_label(settings: Settings, paths: Paths, clip_id: str, word: str,
             raise WmError(f"clip {clip_id} is not in the memory (clips enter it when a sleep"
                           " cycle commits them)")
         if remove:
-            if not store.remove_label(word, clip_id):
+            if not remove_label(store, word, clip_id):
                 raise WmError(f"clip {clip_id} is not an example of '{word}'")
-        elif not store.add_label(word, clip_id):
+        elif not add_label(store, word, clip_id):
             print(f"clip {clip_id} already is an example of '{word}'")
-        examples = store.words().get(word, [])
+        examples = words(store).get(word, [])
     print(f"'{word}': {len(examples)} example{'s' * (len(examples) != 1)}"
           + (f" ({', '.join(examples)})" if examples else " (forgotten)"))
     return 0

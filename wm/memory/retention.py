@@ -18,8 +18,9 @@ from wm.base import log
 from wm.base.config import Settings
 from wm.base.paths import Paths
 from wm.base.queue import PURGED, Queue
+from wm.memory.clips import ClipRecord
 from wm.memory.sheet import make_thumbnail
-from wm.memory.store import ClipRecord, Store
+from wm.memory.store import Store
 
 BATCH = 500
 _log = log.get("wm.memory.retention")

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from wm.memory import ann
-from wm.memory.store import ClipRecord, Shard, Store, date_key_range
+from wm.memory.clips import ClipRecord, date_key_range
+from wm.memory.shards import Shard
+from wm.memory.store import Store
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from wm.base.atomic import atomic_write_bytes
 from wm.base.errors import WmError
 from wm.base.media import read_wav
 from wm.base.paths import Paths
-from wm.memory.store import ClipRecord
+from wm.memory.clips import ClipRecord
 
 THUMB_WIDTH = 160
 CELL = (240, 320)  # contact sheet cell, height x width

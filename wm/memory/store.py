@@ -1,206 +1,51 @@
-"""The episodic memory on disk: SQLite rows (in the same WAL database as the queue and the
-model versions) say what exists; NumPy shards hold the vectors.
-
-A shard is one immutable pair of .npy files under paths.embeddings,
-`{version}/{date}/{kind}-{token}.npy` (float32, L2-normalised rows, sorted by key) and
-`....keys.npy` (int64 clip keys), for one model version, one local day and one kind of
-vector. Date and modality filters therefore choose files, and queries memory-map them.
+"""The episodic memory on disk: SQLite rows (wm.memory.schema) say what exists; NumPy
+shards (wm.memory.shards) hold the vectors.
 
 Crash safety: a commit takes the database write lock, writes its arrays (fsync + rename),
 then inserts every row and flips the queue state in the same transaction. A crash before
-COMMIT leaves files no row names; `sweep_orphans` deletes them at the next commit."""
+COMMIT leaves files no row names; wm.memory.maintenance.sweep_orphans deletes them at
+the next commit."""
 from __future__ import annotations
 
 import fcntl
 import json
-import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date as Date
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from wm.base.atomic import fsync_dir, write_atomically
 from wm.base.paths import Paths
 from wm.base.queue import COMMITTED, open_queue_db, set_state
+from wm.memory.clips import CLIP_COLS, Clip, ClipRecord, clip_key, record
+from wm.memory.schema import SCHEMA
+from wm.memory.shards import (
+    KINDS,
+    SHARD_COLS,
+    IndexRecord,
+    Shard,
+    normalise,
+    shard_files,
+    version_folder,
+    write_shard,
+)
 
-# The vectors kept per clip: each encoder's own space, the two aligned views in the shared
-# space, and `shared`, the normalised sum of the two aligned views (a clip as seen and heard).
-KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS memory_clips (
-    n          INTEGER PRIMARY KEY,
-    key        INTEGER UNIQUE,          -- (date ordinal << 32) | n: orders by local day
-    clip_id    TEXT UNIQUE NOT NULL,
-    date       TEXT NOT NULL,
-    start      TEXT NOT NULL,           -- ISO 8601 UTC
-    duration   REAL NOT NULL,
-    manifest   TEXT NOT NULL,           -- relative to the data folder, like the queue's
-    video      TEXT,
-    audio      TEXT,
-    frames     TEXT NOT NULL,           -- JSON list
-    version    TEXT NOT NULL,           -- newest model version it is embedded with
-    media_gone REAL                     -- when retention deleted its media; NULL: present
-);
-CREATE INDEX IF NOT EXISTS memory_clips_date ON memory_clips(date, version);
-CREATE INDEX IF NOT EXISTS memory_clips_version ON memory_clips(version, date);
-CREATE INDEX IF NOT EXISTS memory_clips_start ON memory_clips(start);
-CREATE TABLE IF NOT EXISTS memory_versions (
-    version      TEXT PRIMARY KEY,
-    seq          INTEGER UNIQUE NOT NULL,  -- order in which this memory first saw it
-    first_commit REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS memory_shards (
-    id         INTEGER PRIMARY KEY,
-    version    TEXT NOT NULL,
-    date       TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    file       TEXT UNIQUE NOT NULL,    -- relative to paths.embeddings, without .npy
-    rows       INTEGER NOT NULL,
-    dim        INTEGER NOT NULL,
-    stale      INTEGER NOT NULL DEFAULT 0,  -- holds rows of clips since re-embedded
-    indexed    INTEGER NOT NULL DEFAULT 0   -- its rows are in the version's ANN index
-);
-CREATE INDEX IF NOT EXISTS memory_shards_vk ON memory_shards(version, kind, date);
-CREATE TABLE IF NOT EXISTS memory_indexes (
-    version      TEXT NOT NULL,
-    kind         TEXT NOT NULL,
-    file         TEXT UNIQUE NOT NULL,  -- relative to paths.embeddings
-    rows         INTEGER NOT NULL,
-    trained_rows INTEGER NOT NULL,
-    nprobe       INTEGER NOT NULL,
-    recall       REAL NOT NULL,         -- recall@10 against exact measured at build
-    PRIMARY KEY (version, kind)
-);
-CREATE TABLE IF NOT EXISTS memory_labels (
-    word    TEXT NOT NULL,
-    clip_id TEXT NOT NULL,
-    added   REAL NOT NULL,
-    PRIMARY KEY (word, clip_id)
-);
-"""
-
-
-@dataclass(frozen=True)
-class ClipRecord:
-    key: int
-    clip_id: str
-    date: str
-    start: str
-    duration: float
-    manifest: str
-    video: str | None
-    audio: str | None
-    frames: tuple[str, ...]
-    version: str
-    media_gone: float | None
-
-    @property
-    def has_video(self) -> bool:
-        return bool(self.frames)
-
-    @property
-    def has_audio(self) -> bool:
-        return self.audio is not None
-
+if TYPE_CHECKING:
+    from wm.learn.encoders import ClipEmbeddings
 
 # Versions this memory saw before the given one.
 _OLDER = ("SELECT version FROM memory_versions WHERE seq <"
           " (SELECT seq FROM memory_versions WHERE version = ?)")
-
-_CLIP_COLS = "key, clip_id, date, start, duration, manifest, video, audio, frames, version, media_gone"
-
-
-def _clip(row) -> ClipRecord:
-    return ClipRecord(*row[:8], tuple(json.loads(row[8])), row[9], row[10])
-
-
-@dataclass(frozen=True)
-class NewClip:
-    """A clip about to enter the memory (fields from its manifest)."""
-    clip_id: str
-    date: str
-    start: str
-    duration: float
-    manifest: str
-    video: str | None
-    audio: str | None
-    frames: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Shard:
-    id: int
-    version: str
-    date: str
-    kind: str
-    file: str
-    rows: int
-    dim: int
-    stale: bool
-    indexed: bool
-
-
-_SHARD_COLS = "id, version, date, kind, file, rows, dim, stale, indexed"
-
-
-@dataclass(frozen=True)
-class IndexRecord:
-    version: str
-    kind: str
-    file: str
-    rows: int
-    trained_rows: int
-    nprobe: int
-    recall: float
-
-
-def date_key_range(lo: str | None, hi: str | None) -> tuple[int, int]:
-    """Keys of clips filed under local days lo..hi (inclusive): a half-open key range."""
-    start = Date.fromisoformat(lo).toordinal() << 32 if lo else 0
-    end = (Date.fromisoformat(hi).toordinal() + 1) << 32 if hi else 1 << 62
-    return start, end
-
-
-def _key(date: str, n: int) -> int:
-    return (Date.fromisoformat(date).toordinal() << 32) | n
-
-
-def _safe(version: str) -> str:
-    """A version as a folder name."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in version) or "_"
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def fused_shared(shared_video: np.ndarray, shared_audio: np.ndarray) -> np.ndarray:
-    """A clip as seen and heard: the normalised sum of whichever aligned views it has."""
-    total = np.nan_to_num(shared_video) + np.nan_to_num(shared_audio)
-    out = normalise(total)
-    out[np.isnan(shared_video).any(1) & np.isnan(shared_audio).any(1)] = np.nan
-    return out
-
-
-
-
-def save_array(path: Path, arr: np.ndarray) -> None:
-    """A reader sees the whole array or nothing."""
-    write_atomically(path, lambda f: np.save(f, arr))
+_BATCH = 500   # ids per IN (...) list, under SQLite's limit on host parameters
 
 
 class Store:
     def __init__(self, paths: Paths):
         self.paths = paths
         self.conn = open_queue_db(paths.memory_db)   # commit flips queue states too
-        self.conn.executescript(_SCHEMA)
+        self.conn.executescript(SCHEMA)
         self._mapped: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.indexes: dict[str, object] = {}   # open ANN indexes by file (wm.memory.ann)
 
@@ -249,29 +94,27 @@ class Store:
             (version, time.time()))
 
     # -- clips -------------------------------------------------------------------------
+    def _clips(self, where: str, params=()) -> list[ClipRecord]:
+        return [record(r) for r in self.conn.execute(
+            f"SELECT {CLIP_COLS} FROM memory_clips WHERE {where}", params)]
+
     def clip(self, clip_id: str) -> ClipRecord | None:
-        row = self.conn.execute(f"SELECT {_CLIP_COLS} FROM memory_clips WHERE clip_id = ?",
-                                (clip_id,)).fetchone()
-        return _clip(row) if row else None
+        found = self._clips("clip_id = ?", (clip_id,))
+        return found[0] if found else None
 
     def clips_by_key(self, keys) -> dict[int, ClipRecord]:
         keys = [int(k) for k in keys]
         out: dict[int, ClipRecord] = {}
-        for i in range(0, len(keys), 500):
-            part = keys[i:i + 500]
-            sql = f"SELECT {_CLIP_COLS} FROM memory_clips WHERE key IN ({','.join('?' * len(part))})"
-            out.update((r[0], _clip(r)) for r in self.conn.execute(sql, part))
+        for i in range(0, len(keys), _BATCH):
+            part = keys[i:i + _BATCH]
+            out.update((c.key, c) for c in self._clips(f"key IN ({','.join('?' * len(part))})", part))
         return out
 
     def clip_near(self, start_iso: str) -> tuple[ClipRecord | None, ClipRecord | None]:
         """The clips starting at or before and after an instant (ISO UTC)."""
-        before = self.conn.execute(
-            f"SELECT {_CLIP_COLS} FROM memory_clips WHERE start <= ? ORDER BY start DESC LIMIT 1",
-            (start_iso,)).fetchone()
-        after = self.conn.execute(
-            f"SELECT {_CLIP_COLS} FROM memory_clips WHERE start > ? ORDER BY start LIMIT 1",
-            (start_iso,)).fetchone()
-        return (_clip(before) if before else None), (_clip(after) if after else None)
+        before = self._clips("start <= ? ORDER BY start DESC LIMIT 1", (start_iso,))
+        after = self._clips("start > ? ORDER BY start LIMIT 1", (start_iso,))
+        return (before[0] if before else None), (after[0] if after else None)
 
     def count(self, version: str | None = None, lo: str | None = None,
               hi: str | None = None) -> int:
@@ -291,11 +134,8 @@ class Store:
     def stale_clips(self, version: str, limit: int, before: str | None = None) -> list[ClipRecord]:
         """Clips whose newest vectors are from another version and whose media still exists,
         newest first (starting before `before`): the re-embedding worklist."""
-        rows = self.conn.execute(
-            f"SELECT {_CLIP_COLS} FROM memory_clips WHERE version IN ({_OLDER}) AND"
-            " media_gone IS NULL AND start < ? ORDER BY start DESC LIMIT ?",
-            (version, before or "~", limit))
-        return [_clip(r) for r in rows]
+        return self._clips(f"version IN ({_OLDER}) AND media_gone IS NULL AND start < ?"
+                           " ORDER BY start DESC LIMIT ?", (version, before or "~", limit))
 
     def count_stale(self, version: str) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM memory_clips WHERE version IN ({_OLDER})"
@@ -315,19 +155,16 @@ class Store:
     def media_present(self, before: str | None = None) -> Iterator[ClipRecord]:
         """Clips in memory whose media has not been deleted, oldest first (only those
         starting before `before`, an ISO UTC time, if given)."""
-        rows = self.conn.execute(f"SELECT {_CLIP_COLS} FROM memory_clips WHERE media_gone IS NULL"
-                                 " AND start < ? ORDER BY start", (before or "~",)).fetchall()
-        return (_clip(r) for r in rows)
+        return iter(self._clips("media_gone IS NULL AND start < ? ORDER BY start",
+                                (before or "~",)))
 
     def media_gone(self) -> list[ClipRecord]:
-        rows = self.conn.execute(f"SELECT {_CLIP_COLS} FROM memory_clips WHERE media_gone IS NOT"
-                                 " NULL ORDER BY start")
-        return [_clip(r) for r in rows]
+        return self._clips("media_gone IS NOT NULL ORDER BY start")
 
     # -- shards ------------------------------------------------------------------------
     def shards(self, version: str, kind: str, lo: str | None = None,
                hi: str | None = None) -> list[Shard]:
-        sql = f"SELECT {_SHARD_COLS} FROM memory_shards WHERE version = ? AND kind = ?"
+        sql = f"SELECT {SHARD_COLS} FROM memory_shards WHERE version = ? AND kind = ?"
         params: list = [version, kind]
         if lo:
             sql += " AND date >= ?"
@@ -338,12 +175,10 @@ class Store:
         return [Shard(*r) for r in self.conn.execute(sql + " ORDER BY date, id", params)]
 
     def all_shards(self) -> list[Shard]:
-        return [Shard(*r) for r in self.conn.execute(f"SELECT {_SHARD_COLS} FROM memory_shards")]
+        return [Shard(*r) for r in self.conn.execute(f"SELECT {SHARD_COLS} FROM memory_shards")]
 
     def shard_path(self, shard: Shard | str) -> tuple[Path, Path]:
-        rel = shard.file if isinstance(shard, Shard) else shard
-        base = self.paths.embeddings / rel
-        return base.with_name(base.name + ".npy"), base.with_name(base.name + ".keys.npy")
+        return shard_files(self.paths.embeddings, shard.file if isinstance(shard, Shard) else shard)
 
     def load(self, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, keys), memory-mapped. Shard files never change, so a mapping is kept
@@ -369,127 +204,76 @@ class Store:
                 return np.array(vec[i])
         return None
 
-    def _write_shard(self, version: str, date: str, kind: str, keys: np.ndarray,
-                     vecs: np.ndarray) -> tuple[str, int, int]:
-        order = np.argsort(keys, kind="stable")
-        token = f"{time.time_ns():x}{os.getpid():x}"
-        rel = f"{_safe(version)}/{date}/{kind}-{token}"
-        vec_path, key_path = self.shard_path(rel)
-        save_array(vec_path, np.ascontiguousarray(vecs[order], np.float32))
-        save_array(key_path, np.ascontiguousarray(keys[order], np.int64))
-        fsync_dir(vec_path.parent)
-        return rel, len(keys), vecs.shape[1]
-
-    def _insert_shard(self, version: str, date: str, kind: str, rel: str, rows: int, dim: int,
-                      indexed: bool = False) -> None:
+    def insert_shard(self, version: str, date: str, kind: str, rel: str, rows: int, dim: int,
+                     indexed: bool = False) -> None:
         self.conn.execute("INSERT INTO memory_shards(version, date, kind, file, rows, dim, indexed)"
                           " VALUES (?, ?, ?, ?, ?, ?, ?)",
                           (version, date, kind, rel, rows, dim, int(indexed)))
 
     # -- commit ------------------------------------------------------------------------
-    def add(self, version: str, clips: list[NewClip], vectors: dict[str, np.ndarray],
+    def add(self, version: str, clips: list[Clip], embeddings: ClipEmbeddings,
             before_rows=None) -> list[str]:
-        """Store one batch embedded with `version`: `vectors[kind]` is (len(clips), D) with
-        NaN rows where a clip lacks that kind. New clips enter the memory and their queue
-        state becomes committed; clips already here move to `version` (their older vectors
-        stay on disk, marked stale). Returns the clip ids stored (a clip already holding
-        `version`'s vectors is skipped). `before_rows` is called between the arrays and the
-        rows (tests inject a crash there)."""
+        """Store one batch embedded with `version` (row i of each kind of embeddings is
+        clips[i]'s). New clips enter the memory and their queue state becomes committed;
+        clips already here move to `version` (their older vectors stay on disk, marked
+        stale). Returns the clip ids stored (a clip already holding `version`'s vectors is
+        skipped). `before_rows` is called between the arrays and the rows (tests inject a
+        crash there)."""
         with self.transaction() as c:
             self.register_version(version)
-            have = {}
-            for i in range(0, len(clips), 500):
-                part = [cl.clip_id for cl in clips[i:i + 500]]
-                for cid, *rest in c.execute(
-                        f"SELECT clip_id, n, version, date FROM memory_clips WHERE clip_id IN"
-                        f" ({','.join('?' * len(part))})", part):
-                    have[cid] = rest
-            keep, keys = [], []
-            for i, cl in enumerate(clips):
-                old = have.get(cl.clip_id)
-                if old is not None and old[1] == version:
-                    continue
-                if old is None:
-                    n = c.execute(
-                        "INSERT INTO memory_clips(clip_id, date, start, duration, manifest, video,"
-                        " audio, frames, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (cl.clip_id, cl.date, cl.start, cl.duration, cl.manifest, cl.video,
-                         cl.audio, json.dumps(list(cl.frames)), version)).lastrowid
-                    c.execute("UPDATE memory_clips SET key = ? WHERE n = ?", (_key(cl.date, n), n))
-                    keys.append(_key(cl.date, n))
-                else:
-                    n, old_version, old_date = old
-                    c.execute("UPDATE memory_clips SET version = ? WHERE n = ?", (version, n))
-                    c.execute("UPDATE memory_shards SET stale = 1 WHERE version = ? AND date = ?",
-                              (old_version, old_date))
-                    keys.append(_key(old_date, n))
-                keep.append(i)
+            keep, keys = self._enter(c, version, clips)
             if not keep:
                 return []
-            idx = np.asarray(keep)
-            key_arr = np.asarray(keys, np.int64)
             dates = np.asarray([clips[i].date for i in keep])
             written = []
             for kind in KINDS:
-                vecs = np.asarray(vectors[kind], np.float32)[idx]
+                vecs = embeddings.of(kind)[np.asarray(keep)]
                 present = ~np.isnan(vecs).any(1)
                 for date in np.unique(dates[present]):
                     sel = present & (dates == date)
-                    written.append((str(date), kind, *self._write_shard(
-                        version, str(date), kind, key_arr[sel], normalise(vecs[sel]))))
+                    written.append((str(date), kind, *write_shard(
+                        self.paths.embeddings, version, str(date), kind, keys[sel],
+                        normalise(vecs[sel]))))
             if before_rows is not None:
                 before_rows()
             for date, kind, rel, rows, dim in written:
-                self._insert_shard(version, date, kind, rel, rows, dim)
-            set_state(c, [clips[i].clip_id for i in keep], COMMITTED)
-            return [clips[i].clip_id for i in keep]
+                self.insert_shard(version, date, kind, rel, rows, dim)
+            stored = [clips[i].clip_id for i in keep]
+            set_state(c, stored, COMMITTED)
+            return stored
 
-    # -- maintenance -------------------------------------------------------------------
-    def compact(self, version: str | None = None) -> int:
-        """Merge each (version, day, kind)'s small per-batch shards into one, dropping stale
-        rows already out of any index. Returns how many shards were merged away."""
-        groups = self.conn.execute(
-            "SELECT version, date, kind, indexed FROM memory_shards"
-            + (" WHERE version = ?" if version else "")
-            + " GROUP BY version, date, kind, indexed HAVING COUNT(*) > 1 OR MAX(stale) = 1",
-            (version,) if version else ()).fetchall()
-        merged = 0
-        for v, date, kind, indexed in groups:
-            parts = [s for s in self.shards(v, kind, date, date) if s.indexed == bool(indexed)]
-            live = self.live_keys(v, date)
-            vecs, keys = [], []
-            for s in parts:
-                x, k = self.load(s)
-                m = np.isin(k, live)
-                vecs.append(np.asarray(x)[m])
-                keys.append(np.asarray(k)[m])
-            allk = np.concatenate(keys)
-            with self.transaction() as c:
-                if len(allk):
-                    rel, rows, dim = self._write_shard(v, date, kind, allk, np.concatenate(vecs))
-                    self._insert_shard(v, date, kind, rel, rows, dim, indexed=bool(indexed))
-                c.executemany("DELETE FROM memory_shards WHERE id = ?", [(s.id,) for s in parts])
-            for s in parts:
-                for p in self.shard_path(s):
-                    p.unlink(missing_ok=True)
-            merged += len(parts) - (1 if len(allk) else 0)
-        return merged
-
-    def sweep_orphans(self) -> list[Path]:
-        """Delete files under embeddings/ that no row names: what a crashed commit left."""
-        root = self.paths.embeddings
-        if not root.exists():
-            return []
-        known = set()
-        for (rel,) in self.conn.execute("SELECT file FROM memory_shards"):
-            known.update(self.shard_path(rel))
-        known.update(root / r for (r,) in self.conn.execute("SELECT file FROM memory_indexes"))
-        removed = []
-        for p in root.rglob("*"):
-            if p.is_file() and p.name != ".writer.lock" and p not in known:
-                p.unlink()
-                removed.append(p)
-        return removed
+    def _enter(self, c: sqlite3.Connection, version: str,
+               clips: list[Clip]) -> tuple[list[int], np.ndarray]:
+        """Insert new clips and move known ones to `version`; returns the indices of the
+        clips that need `version`'s vectors, and their keys."""
+        have = {}
+        for i in range(0, len(clips), _BATCH):
+            part = [cl.clip_id for cl in clips[i:i + _BATCH]]
+            for cid, *rest in c.execute(
+                    f"SELECT clip_id, n, version, date FROM memory_clips WHERE clip_id IN"
+                    f" ({','.join('?' * len(part))})", part):
+                have[cid] = rest
+        keep, keys = [], []
+        for i, cl in enumerate(clips):
+            old = have.get(cl.clip_id)
+            if old is not None and old[1] == version:
+                continue
+            if old is None:
+                n = c.execute(
+                    "INSERT INTO memory_clips(clip_id, date, start, duration, manifest, video,"
+                    " audio, frames, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cl.clip_id, cl.date, cl.start, cl.duration, cl.manifest, cl.video,
+                     cl.audio, json.dumps(list(cl.frames)), version)).lastrowid
+                c.execute("UPDATE memory_clips SET key = ? WHERE n = ?", (clip_key(cl.date, n), n))
+                keys.append(clip_key(cl.date, n))
+            else:
+                n, old_version, old_date = old
+                c.execute("UPDATE memory_clips SET version = ? WHERE n = ?", (version, n))
+                c.execute("UPDATE memory_shards SET stale = 1 WHERE version = ? AND date = ?",
+                          (old_version, old_date))
+                keys.append(clip_key(old_date, n))
+            keep.append(i)
+        return keep, np.asarray(keys, np.int64)
 
     # -- ANN index records -------------------------------------------------------------
     def index(self, version: str, kind: str) -> IndexRecord | None:
@@ -507,22 +291,4 @@ class Store:
                           [(i,) for i in shard_ids])
 
     def index_dir(self, version: str) -> Path:
-        return self.paths.embeddings / _safe(version) / "index"
-
-    # -- labels ------------------------------------------------------------------------
-    def add_label(self, word: str, clip_id: str) -> bool:
-        cur = self.conn.execute("INSERT OR IGNORE INTO memory_labels VALUES (?, ?, ?)",
-                                (word, clip_id, time.time()))
-        return cur.rowcount == 1
-
-    def remove_label(self, word: str, clip_id: str) -> bool:
-        cur = self.conn.execute("DELETE FROM memory_labels WHERE word = ? AND clip_id = ?",
-                                (word, clip_id))
-        return cur.rowcount == 1
-
-    def words(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for word, cid in self.conn.execute("SELECT word, clip_id FROM memory_labels"
-                                           " ORDER BY word, added"):
-            out.setdefault(word, []).append(cid)
-        return out
+        return self.paths.embeddings / version_folder(version) / "index"

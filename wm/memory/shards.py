@@ -1,0 +1,83 @@
+"""Vector shards and index files on disk, under paths.embeddings.
+
+A shard is one immutable pair of .npy files, `{version}/{date}/{kind}-{token}.npy`
+(float32, L2-normalised rows, sorted by key) and `....keys.npy` (int64 clip keys), for
+one model version, one local day and one kind of vector. Date and modality filters
+therefore choose files, and queries memory-map them."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wm.base.atomic import fsync_dir, write_atomically
+
+# The vectors kept per clip, a shard file each: the kinds of wm.learn.encoders.ClipEmbeddings
+# (each encoder's own space, the two aligned views in the shared space, and `shared`, a clip
+# as seen and heard). Spelled out again rather than imported: importing the encoders loads
+# torch (seconds), which `wm label`, retention and most queries never need.
+KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
+
+
+@dataclass(frozen=True)
+class Shard:
+    id: int
+    version: str
+    date: str
+    kind: str
+    file: str          # relative to paths.embeddings, without .npy
+    rows: int
+    dim: int
+    stale: bool        # holds rows of clips since re-embedded
+    indexed: bool      # its rows are in the version's ANN index
+
+
+SHARD_COLS = "id, version, date, kind, file, rows, dim, stale, indexed"
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    version: str
+    kind: str
+    file: str          # relative to paths.embeddings
+    rows: int
+    trained_rows: int
+    nprobe: int
+    recall: float      # recall@10 against exact search, measured at build
+
+
+def version_folder(version: str) -> str:
+    """A version as a folder name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in version) or "_"
+
+
+def shard_files(root: Path, rel: str) -> tuple[Path, Path]:
+    """(vectors, keys) of the shard `rel` under root."""
+    base = root / rel
+    return base.with_name(base.name + ".npy"), base.with_name(base.name + ".keys.npy")
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def save_array(path: Path, arr: np.ndarray) -> None:
+    """A reader sees the whole array or nothing."""
+    write_atomically(path, lambda f: np.save(f, arr))
+
+
+def write_shard(root: Path, version: str, date: str, kind: str, keys: np.ndarray,
+                vecs: np.ndarray) -> tuple[str, int, int]:
+    """Write a new shard's files (durably, named by no row yet); returns (file, rows, dim)."""
+    order = np.argsort(keys, kind="stable")
+    token = f"{time.time_ns():x}{os.getpid():x}"
+    rel = f"{version_folder(version)}/{date}/{kind}-{token}"
+    vec_path, key_path = shard_files(root, rel)
+    save_array(vec_path, np.ascontiguousarray(vecs[order], np.float32))
+    save_array(key_path, np.ascontiguousarray(keys[order], np.int64))
+    fsync_dir(vec_path.parent)
+    return rel, len(keys), vecs.shape[1]
