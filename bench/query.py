@@ -34,7 +34,9 @@ from wm.base import config  # noqa: E402
 from wm.base.paths import Paths  # noqa: E402
 from wm.memory import ann  # noqa: E402
 from wm.memory.search import search  # noqa: E402
-from wm.memory.store import KINDS, NewClip, Store  # noqa: E402
+from wm.learn.encoders import ClipEmbeddings  # noqa: E402
+from wm.memory.clips import Clip  # noqa: E402
+from wm.memory.store import Store  # noqa: E402
 
 DIM = 256
 PER_DAY = 28_800
@@ -64,7 +66,6 @@ def build(paths: Paths, n: int, rng, centres) -> tuple[Store, np.ndarray | None,
     held = []
     t0 = time.perf_counter()
     first = date(2024, 1, 1)
-    nan = {k: None for k in KINDS}
     for day_i, start in enumerate(range(0, n, PER_DAY)):
         m = min(PER_DAY, n - start)
         day = (first + timedelta(days=day_i)).isoformat()
@@ -73,12 +74,11 @@ def build(paths: Paths, n: int, rng, centres) -> tuple[Store, np.ndarray | None,
         for i in range(m):
             t = base + timedelta(seconds=3 * i)
             cid = t.strftime("%Y%m%dT%H%M%SZ")
-            clips.append(NewClip(cid, day, t.isoformat(), 3.0, f"clips/{day}/{cid}.json",
-                                 None, None, ()))
+            clips.append(Clip(cid, day, t.isoformat(), 3.0, f"clips/{day}/{cid}.json",
+                              None, None, ()))
         x = members(rng, centres, m)
-        for k in nan:
-            nan[k] = x if k == "video" else np.full((m, 1), np.nan, np.float32)
-        store.add("bench", clips, nan)
+        nan = np.full((m, 1), np.nan, np.float32)
+        store.add("bench", clips, ClipEmbeddings(x, nan, nan, nan, shared=nan))
         if keep:
             held.append(x)
         print(f"\r  building: {start + m:,} / {n:,} clips", end="", flush=True)
