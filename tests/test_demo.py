@@ -16,14 +16,10 @@ import cv2
 import pytest
 import yaml
 
-from wm.demo.run import (
-    MARKER,
-    QueryOutcome,
-    ResultRow,
-    Schedule,
-    prepare_folder,
-    scorecard,
-)
+from wm.demo.day import Schedule
+from wm.demo.folder import MARKER, prepare_folder
+from wm.demo.questions import QueryOutcome, ResultRow
+from wm.demo.scorecard import scorecard
 
 # -- the pure parts ------------------------------------------------------------------------
 
@@ -102,8 +98,18 @@ def test_demo_runs_the_pipeline_and_its_answers_are_right(tmp_path, home, run_wm
     assert s["clips_queued"] == s["clips_written"] == s["clips_committed"]
     assert s["version"]
 
-    # Every answer's place is what the clip's own manifest and the schedule say; no
-    # taught example answers its own word.
+    _check_answers(s, demo_home, schedule)
+    _check_scores(s)
+    _check_printed(r, s, demo_home)
+    _check_layout(work, s)
+
+    # The user's data root was not touched at all: no recordings, memory or log.
+    assert not home.root.exists()
+
+
+def _check_answers(s: dict, demo_home: Path, schedule: Schedule) -> None:
+    """Every answer's place is what the clip's own manifest and the schedule say; no
+    taught example answers its own word."""
     for q in s["queries"]:
         assert len(q["results"]) == 5
         for row in q["results"]:
@@ -113,8 +119,10 @@ def test_demo_runs_the_pipeline_and_its_answers_are_right(tmp_path, home, run_wm
                 assert row["clip_id"] != s["examples"][q["place"]]
         assert q["right"] == sum(row["right"] for row in q["results"])
 
-    # The answers beat random picks by a clear margin, for every kind of query: sound and
-    # taught words nearly always (runs give 0.9-1.0), pictures less so (runs give 0.8-0.9).
+
+def _check_scores(s: dict) -> None:
+    """The answers beat random picks by a clear margin, for every kind of query: sound and
+    taught words nearly always (runs give 0.9-1.0), pictures less so (runs give 0.8-0.9)."""
     scores = s["scores"]
     assert set(scores) == {"image", "image-shared", "sound", "word"}
     for kind, score in scores.items():
@@ -130,7 +138,10 @@ def test_demo_runs_the_pipeline_and_its_answers_are_right(tmp_path, home, run_wm
     chance = sum(sc["chance"] * sc["asked"] for sc in scores.values()) / asked
     assert right / asked >= 2 * chance, scores
 
-    # What it printed is what it found: one table per contact sheet, with the same verdicts.
+
+def _check_printed(r, s: dict, demo_home: Path) -> None:
+    """What it printed is what it found: one table per contact sheet, with the same
+    verdicts; the contact sheets are real JPEGs, one cell per result."""
     tables = re.findall(r"\$ (wm query .*?) --show (\S+)\n(.*?)\n    (\d) of 5 right", r.out, re.S)
     assert [sheet for _, sheet, _, _ in tables] == s["contact_sheets"]
     for command, sheet, rows, right in tables:
@@ -140,18 +151,20 @@ def test_demo_runs_the_pipeline_and_its_answers_are_right(tmp_path, home, run_wm
         assert rows.count("✓") == q["right"] and rows.count("✗") == 5 - q["right"]
         for row in q["results"]:
             assert re.search(rf"{row['clip_id']}\s+{row['place']}\s+{'✓' if row['right'] else '✗'}", rows)
-    for score in scores.values():
+    for score in s["scores"].values():
         assert re.search(rf"\b{score['right']} of +{score['asked']} right", r.out)
     assert "wm service install" in r.out and f"WM_HOME={demo_home}" in r.out
 
-    # The contact sheets are real JPEGs, one cell per result.
     assert len(s["contact_sheets"]) == 3
     for p in map(Path, s["contact_sheets"]):
         assert p.read_bytes()[:3] == b"\xff\xd8\xff" and str(p) in r.out
         img = cv2.imread(str(p))
         assert img is not None and img.shape[0] >= 200 and img.shape[1] >= 5 * 200
 
-    # The throw-away home has the whole data layout, made with the demo's own settings.
+
+def _check_layout(work: Path, s: dict) -> None:
+    """The throw-away home has the whole data layout, made with the demo's own settings."""
+    demo_home = work / "home"
     date = s["date"]
     clips = sorted((demo_home / "data" / "clips").glob("*/*.mp4"))
     assert len(clips) == s["clips_written"]
@@ -168,6 +181,3 @@ def test_demo_runs_the_pipeline_and_its_answers_are_right(tmp_path, home, run_wm
     assert any((demo_home / "memory" / "embeddings").rglob("*.npy"))
     assert json.loads((demo_home / "state" / "last_sleep.json").read_text())["result"] == "completed"
     assert (work / "recording.mp4").stat().st_size > 100_000
-
-    # The user's data root was not touched at all: no recordings, memory or log.
-    assert not home.root.exists()

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from wm.base import media
 from wm.base.manifest import AUDIO_ONLY, VIDEO_ONLY, Manifest, Source
 from wm.base.media import read_wav
 from wm.capture import writer
@@ -94,7 +95,7 @@ def test_audio_of_the_wrong_length_is_refused_before_the_manifest(home):
 def test_a_failure_mid_write_leaves_no_manifest_and_remove_partials_clears_the_rest(
         home, monkeypatch):
     kept = writer.write_clip(home, clip("20250115T143009Z"), **KW)   # an earlier, whole clip
-    real = writer.commit_file
+    real = media.commit_file
 
     def dying(tmp, final):
         # the WAV's bytes are on disk under .partial when the process "dies" (a crash or
@@ -103,10 +104,10 @@ def test_a_failure_mid_write_leaves_no_manifest_and_remove_partials_clears_the_r
             raise OSError(28, "No space left on device")
         real(tmp, final)
 
-    monkeypatch.setattr(writer, "commit_file", dying)
+    monkeypatch.setattr(media, "commit_file", dying)   # the WAV is written by wm.base.media
     with pytest.raises(OSError):
         writer.write_clip(home, clip(), **KW)
-    monkeypatch.setattr(writer, "commit_file", real)
+    monkeypatch.setattr(media, "commit_file", real)
 
     assert not home.manifest(DATE, "20250115T143012Z").exists()
     left = sorted(p.name for p in home.root.rglob("*.partial"))

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from wm.base.manifest import PADDED, Gap
-from wm.capture import segments
+from wm.capture import assemble, segments
+from wm.capture.events import Cut, Frame
 
 # A video slot takes the nearest frame within this many seconds; farther is a gap. Wider
 # than one slot so jitter and cameras down to ~2 fps never make gaps, narrow enough that
@@ -44,20 +45,6 @@ DRIFT_WINDOW = 30.0
 MIN_FINAL = 0.1
 
 
-@dataclass
-class Cut:
-    """One clip's content, placed and padded, ready for the writer."""
-    index: int
-    start: float          # epoch seconds of the clip's first sample
-    source_time: float    # source time of the clip's first sample
-    duration: float       # seconds of real content
-    audio: np.ndarray | None
-    video: list[np.ndarray]
-    stills: list[np.ndarray]
-    gaps: list[Gap]
-    flags: list[str]
-
-
 class MinWindow:
     """Minimum of the values pushed during the last `seconds` (a monotonic deque)."""
 
@@ -77,6 +64,14 @@ class MinWindow:
 
     def clear(self) -> None:
         self.items.clear()
+
+
+@dataclass(frozen=True)
+class Outage:
+    """When a device was down, in source time."""
+    start: float
+    end: float | None     # None: still down
+    reason: str
 
 
 @dataclass
@@ -104,9 +99,8 @@ class Segmenter:
         # so a clip is cut once now passes its end, neither sooner nor later
         self.watermark = watermark
         self.audio_up = expect_audio
-        # when a device was down: [start, end or None, reason] in source time; survives
-        # timeline resets because the devices' states do
-        self.down: dict[str, list[list]] = {"audio": [], "video": []}
+        # survives timeline resets because the devices' states do
+        self.down: dict[str, list[Outage]] = {"audio": [], "video": []}
         self.counters = Counters()
         self.reset()
 
@@ -117,8 +111,8 @@ class Segmenter:
         self.clip = 0               # the clip being filled
         self.audio_n: int | None = None  # position after the current stream's last sample
         self.chunks: list[tuple[int, np.ndarray]] = []
-        self.frames: list[tuple[float, np.ndarray]] = []   # (timeline seconds, bgr), sorted
-        self.pending: list[tuple[float, np.ndarray]] = []  # (source time, bgr) before anchoring
+        self.frames: list[Frame] = []    # on the timeline (t in its seconds), sorted
+        self.pending: list[Frame] = []   # before anchoring, in source time
         self.window = MinWindow(DRIFT_WINDOW)
 
     # -- input -----------------------------------------------------------------------
@@ -127,10 +121,10 @@ class Segmenter:
         """A device went down at source time t (`reason`), or came back (None)."""
         spans = self.down[modality]
         if reason is None:
-            if spans and spans[-1][1] is None:
-                spans[-1][1] = t
-        elif not spans or spans[-1][1] is not None:
-            spans.append([t, None, reason])
+            if spans and spans[-1].end is None:
+                spans[-1] = replace(spans[-1], end=t)
+        elif not spans or spans[-1].end is not None:
+            spans.append(Outage(t, None, reason))
         if modality == "audio":
             self.audio_up = reason is None
             if reason is not None:
@@ -156,8 +150,8 @@ class Segmenter:
             late = t_end - (pos + f) / self.rate - self.offset
             if overflow and late > HOLE_MIN:
                 hole = round(late * self.rate)
-                self.down["audio"].append([self.offset + pos / self.rate,
-                                           self.offset + (pos + hole) / self.rate, "overflow"])
+                self.down["audio"].append(Outage(self.offset + pos / self.rate,
+                                                 self.offset + (pos + hole) / self.rate, "overflow"))
                 self.counters.samples_lost += hole
                 pos += hole
         self.audio_n = pos + f
@@ -176,8 +170,8 @@ class Segmenter:
         self.counters.frames += 1
         self.state("video", t, None)
         if not self.anchored:
-            self.pending.append((t, bgr))
-            while self.pending[0][0] < t - START_WAIT - 1.0:
+            self.pending.append(Frame(t, bgr))
+            while self.pending[0].t < t - START_WAIT - 1.0:
                 self.pending.pop(0)
             return
         self._place(t, bgr)
@@ -187,10 +181,10 @@ class Segmenter:
         if ts < self.clip * self.clip_seconds - VIDEO_REACH:
             self.counters.frames_late += 1
             return
-        if self.frames and ts < self.frames[-1][0]:
-            bisect.insort(self.frames, (ts, bgr), key=lambda x: x[0])
+        if self.frames and ts < self.frames[-1].t:
+            bisect.insort(self.frames, Frame(ts, bgr), key=assemble.frame_time)
         else:
-            self.frames.append((ts, bgr))
+            self.frames.append(Frame(ts, bgr))
 
     # -- output ----------------------------------------------------------------------
 
@@ -201,9 +195,9 @@ class Segmenter:
             if not self.pending:
                 return []
             audio_coming = self.expect_audio and self.audio_up
-            if audio_coming and now - self.pending[0][0] < START_WAIT:
+            if audio_coming and now - self.pending[0].t < START_WAIT:
                 return []
-            self._anchor(self.pending[0][0])
+            self._anchor(self.pending[0].t)
         cuts = []
         while True:
             end = (self.clip + 1) * self.n
@@ -229,7 +223,7 @@ class Segmenter:
             if self.audio_n is not None and self.audio_up:
                 frontier = self.audio_n / self.rate
             elif self.frames:
-                frontier = self.frames[-1][0] + 1 / self.fps
+                frontier = self.frames[-1].t + 1 / self.fps
             else:
                 frontier = start
             duration = min(frontier - start, float(self.clip_seconds))
@@ -256,73 +250,32 @@ class Segmenter:
         self.clip = 0
         self.window.clear()
         pending, self.pending = self.pending, []
-        for ts, bgr in pending:
-            if ts >= t - VIDEO_REACH:
-                self._place(ts, bgr)
+        for f in pending:
+            if f.t >= t - VIDEO_REACH:
+                self._place(f.t, f.bgr)
 
     def _reason(self, modality: str, a: float, b: float) -> str:
         """Why a modality has no data over timeline seconds [a, b): the down span that
         overlaps it most, else a stall (the device was open but sent nothing)."""
         a, b = a + self.offset, b + self.offset
         best, reason = 0.0, "stall"
-        for s, e, r in self.down[modality]:
-            overlap = min(b, e if e is not None else b) - max(a, s)
+        for span in self.down[modality]:
+            overlap = min(b, span.end if span.end is not None else b) - max(a, span.start)
             if overlap > best:
-                best, reason = overlap, r
+                best, reason = overlap, span.reason
         return reason
 
     def _cut(self, duration: float, flags: list[str]) -> Cut | None:
         k = self.clip
         s, e = segments.clip_span(k, self.n)
         s_sec = s / self.rate
-        end_pos = s + round(duration * self.rate)
-        gaps: list[Gap] = []
-
-        audio = None
-        buf = np.zeros(self.n, np.int16)
-        covered = []
-        for pos, arr in self.chunks:
-            a, b = max(pos, s), min(pos + len(arr), end_pos)
-            if a < b:
-                buf[a - s:b - s] = arr[a - pos:b - pos]
-                covered.append((a, b))
-        if covered:
-            audio = buf
-        if self.expect_audio:
-            for a, b in segments.uncovered(covered, s, end_pos):
-                gaps.append(Gap("audio", round((a - s) / self.rate, 3), round((b - s) / self.rate, 3),
-                                self._reason("audio", a / self.rate, b / self.rate)))
-
-        video: list[np.ndarray] = []
-        stills: list[np.ndarray] = []
-        lo = bisect.bisect_left(self.frames, s_sec - VIDEO_REACH, key=lambda x: x[0])
-        hi = bisect.bisect_right(self.frames, s_sec + duration + VIDEO_REACH, key=lambda x: x[0])
-        near = self.frames[lo:hi]
-        missing = [(0.0, duration)]
-        if near:
-            times = [ts for ts, _ in near]
-            slots = segments.slot_times(s_sec, duration, self.fps)
-            placed = segments.nearest(times, slots, VIDEO_REACH)
-            if any(p is not None for p in placed):
-                video = [near[p][1] if p is not None else self.black for p in placed]
-                marks = segments.slot_times(s_sec, duration, self.frame_rate)
-                stills = [near[p][1] for p in segments.nearest(times, marks, float("inf"))]
-                missing = segments.missing_spans(slots, placed, 1 / self.fps, s_sec)
-        if self.expect_video:
-            for a, b in missing:
-                b = min(b, duration)
-                gaps.append(Gap("video", round(a, 3), round(b, 3),
-                                self._reason("video", s_sec + a, s_sec + b)))
-
-        # keep what the next clip may still use, drop the rest
-        self.chunks = [(p, arr) for p, arr in self.chunks if p + len(arr) > e]
-        self.frames = self.frames[bisect.bisect_left(self.frames, e / self.rate - VIDEO_REACH,
-                                                     key=lambda x: x[0]):]
-        horizon = self.offset + s_sec - 60.0
-        for spans in self.down.values():
-            spans[:] = [x for x in spans if x[1] is None or x[1] > horizon]
+        audio, holes = assemble.audio_span(self.chunks, s, s + round(duration * self.rate), self.n)
+        video, stills, missing = assemble.video_span(
+            self.frames, s_sec, duration, fps=self.fps, still_rate=self.frame_rate,
+            reach=VIDEO_REACH, black=self.black)
+        gaps = self._audio_gaps(s, holes) + self._video_gaps(s_sec, duration, missing)
+        self._forget(e, s_sec)
         self.clip += 1
-
         if audio is None and not video:
             return None
         if duration < self.clip_seconds - 1e-9:
@@ -332,3 +285,28 @@ class Segmenter:
         return Cut(index=k, start=self.to_wall(self.offset + s_sec), source_time=self.offset + s_sec,
                    duration=duration, audio=audio, video=video, stills=stills,
                    gaps=gaps, flags=flags)
+
+    def _audio_gaps(self, s: int, holes: list[tuple[int, int]]) -> list[Gap]:
+        """Gaps, in seconds from the clip's first sample s, for the samples that never came."""
+        if not self.expect_audio:
+            return []
+        return [Gap("audio", round((a - s) / self.rate, 3), round((b - s) / self.rate, 3),
+                    self._reason("audio", a / self.rate, b / self.rate)) for a, b in holes]
+
+    def _video_gaps(self, s_sec: float, duration: float,
+                    missing: list[tuple[float, float]]) -> list[Gap]:
+        """Gaps for the empty slots of the clip starting at timeline second s_sec."""
+        if not self.expect_video:
+            return []
+        spans = [(a, min(b, duration)) for a, b in missing]
+        return [Gap("video", round(a, 3), round(b, 3), self._reason("video", s_sec + a, s_sec + b))
+                for a, b in spans]
+
+    def _forget(self, end: int, s_sec: float) -> None:
+        """Drop what no clip after the one ending at sample `end` can use."""
+        self.chunks = [(p, arr) for p, arr in self.chunks if p + len(arr) > end]
+        self.frames = self.frames[bisect.bisect_left(self.frames, end / self.rate - VIDEO_REACH,
+                                                     key=assemble.frame_time):]
+        horizon = self.offset + s_sec - 60.0
+        for spans in self.down.values():
+            spans[:] = [x for x in spans if x.end is None or x.end > horizon]

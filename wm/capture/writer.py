@@ -4,6 +4,7 @@ whole or not at all. A crash leaves at most the in-flight clip's `.partial` file
 `remove_partials` clears at the next start."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -26,19 +27,24 @@ from wm.base.paths import Paths
 if TYPE_CHECKING:
     import av
 
-# av and cv2 are imported where they are used: `wm pause`, `wm status` and friends use the
-# atomic-write helpers here and should not pay half a second for codecs they never touch.
+# av and cv2 are imported where a clip is encoded, so a module that imports this one only
+# to sweep `.partial` files (the daemon's watcher) loads no codecs.
 
 
-
-def remove_partials(paths: Paths) -> list[Path]:
-    """Delete `.partial` files left by a crash; returns what was removed."""
+def remove_partials(paths: Paths, min_age: float = 0.0) -> list[Path]:
+    """Delete the `.partial` files a crash left behind, only those untouched for `min_age`
+    seconds when it is given (a younger one may be a write in progress); returns what was
+    removed."""
+    now = time.time()
     removed = []
     for folder in paths.media_dirs():
-        if folder.exists():
-            for p in folder.rglob(f"*{PARTIAL}"):
-                p.unlink(missing_ok=True)
-                removed.append(p)
+        for p in folder.rglob(f"*{PARTIAL}") if folder.exists() else []:
+            try:
+                if min_age <= 0 or now - p.stat().st_mtime >= min_age:
+                    p.unlink()
+                    removed.append(p)
+            except FileNotFoundError:  # its writer just finished it
+                pass
     return removed
 
 

@@ -78,49 +78,69 @@ def scene_still(scene: int, rng: np.random.Generator, size=(480, 640)) -> np.nda
     """A BGR uint8 image of `scene` as a camera might see it this time."""
     h, w = size
     ident = _identity(scene)
-    s = w / 640.0
     yy, xx = np.ogrid[0:h, 0:w]
     yy, xx = yy.astype(np.float32), xx.astype(np.float32)
-    # Background: a vertical gradient of the scene's colour with its stripe texture.
+    # The parts draw from rng in a fixed order: a seed always gives the same image.
+    img, stripes, ink = _wall(ident, rng, xx, yy, h, w)
+    _room(img, ident, rng, stripes, h, w)
+    alpha = _shape_mask(ident.shape, rng, h, w).astype(np.float32) * np.float32(1 / 255)
+    img += alpha * (ink.astype(np.float32)[:, None, None] - img)
+    return _exposure(img, rng, xx, h, w)
+
+
+def _tint(colour: tuple[float, float, float], rng: np.random.Generator, low: float,
+          high: float) -> np.ndarray:
+    """A scene has its palette, but part of every colour is the moment's."""
+    return (1 - COLOUR_JITTER) * np.asarray(colour) + COLOUR_JITTER * rng.uniform(low, high, 3)
+
+
+def _wall(ident: _Identity, rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray,
+          h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The background, a vertical gradient of the scene's colour with its stripe texture
+    (planar (3, h, w) while mixing colours: numpy is slow over a last axis of 3); the
+    stripes, which the floor shares; and the shape's colour."""
     angle = ident.stripe_angle + rng.normal(0, 0.08)
-    freq = 2 * np.pi / (ident.stripe_period * s)
+    freq = 2 * np.pi / (ident.stripe_period * w / 640.0)
     fx, fy, phase = np.float32([freq * np.cos(angle), freq * np.sin(angle), rng.uniform(0, 2 * np.pi)])
     stripes = np.sin(xx * fx + yy * fy + phase)
     shade = (np.float32(0.75) + np.float32(0.5 / h) * yy) * (1 + np.float32(0.25) * stripes)
-    # Planar (3, h, w) while mixing colours: numpy is slow over a last axis of 3.
-    # A scene has its palette, but part of every colour is the moment's.
-    mix = COLOUR_JITTER
-    background = (1 - mix) * np.asarray(ident.background) + mix * rng.uniform(0.25, 0.75, 3)
-    ink = (1 - mix) * np.asarray(ident.ink) + mix * rng.uniform(0, 1, 3)
-    img = background.astype(np.float32)[:, None, None] * shade
-    # The room: a floor and a bright window where this place has them, seen from a
-    # camera that is never quite where it was (a shift of a few per cent).
+    background = _tint(ident.background, rng, 0.25, 0.75)
+    ink = _tint(ident.ink, rng, 0, 1)
+    return background.astype(np.float32)[:, None, None] * shade, stripes, ink
+
+
+def _room(img: np.ndarray, ident: _Identity, rng: np.random.Generator, stripes: np.ndarray,
+          h: int, w: int) -> None:
+    """A floor and a bright window where this place has them, seen from a camera that is
+    never quite where it was (a shift of a few per cent)."""
     dx, dy = rng.normal(0, 0.02, 2)
-    top = int((ident.floor_top + dy) * h)
-    floor = (1 - mix) * np.asarray(ident.floor) + mix * rng.uniform(0.1, 0.9, 3)
-    top = max(0, top)
+    top = max(0, int((ident.floor_top + dy) * h))
+    floor = _tint(ident.floor, rng, 0.1, 0.9)
     img[:, top:, :] = floor.astype(np.float32)[:, None, None] * (1 + np.float32(0.15) * stripes[top:])
     wx, wy, ww, wh = ident.window
     x0, y0 = int((wx + dx) * w), int((wy + dy) * h)
     rows = slice(max(0, y0), max(0, y0 + int(wh * h)))
     cols = slice(max(0, x0), max(0, x0 + int(ww * w)))
     img[:, rows, cols] = np.float32(0.95)
-    # The shape: jittered position, size and rotation.
+
+
+def _shape_mask(shape: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """The scene's object as a uint8 mask: jittered position, size and rotation."""
     cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
     r = rng.uniform(0.16, 0.24) * min(h, w)
     rot = rng.uniform(-0.3, 0.3)
     mask = np.zeros((h, w), np.uint8)
     centre = (int(cx), int(cy))
-    if ident.shape == "disc":
+    if shape == "disc":
         cv2.circle(mask, centre, int(r), 255, -1, cv2.LINE_AA)
-    elif ident.shape == "box":
+    elif shape == "box":
         box = cv2.boxPoints(((cx, cy), (2 * r, 1.3 * r), np.degrees(rot)))
         cv2.fillPoly(mask, [box.astype(np.int32)], 255, cv2.LINE_AA)
-    elif ident.shape == "triangle":
+    elif shape == "triangle":
         a = rot + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3]) - np.pi / 2
         pts = np.stack([cx + r * np.cos(a), cy + r * np.sin(a)], 1)
         cv2.fillPoly(mask, [pts.astype(np.int32)], 255, cv2.LINE_AA)
-    elif ident.shape == "rings":
+    elif shape == "rings":
         for k in (1.0, 0.66, 0.33):
             cv2.circle(mask, centre, int(r * k), 255, max(2, int(r * 0.12)), cv2.LINE_AA)
     else:  # cross
@@ -129,13 +149,17 @@ def scene_still(scene: int, rng: np.random.Generator, size=(480, 640)) -> np.nda
             d = np.array([np.cos(a), np.sin(a)]) * r
             p0, p1 = (int(cx - d[0]), int(cy - d[1])), (int(cx + d[0]), int(cy + d[1]))
             cv2.line(mask, p0, p1, 255, t, cv2.LINE_AA)
-    alpha = mask.astype(np.float32) * np.float32(1 / 255)
-    img += alpha * (ink.astype(np.float32)[:, None, None] - img)
-    # Lighting: overall level, a colour cast and a soft light falloff from one side.
+    return mask
+
+
+def _exposure(img: np.ndarray, rng: np.random.Generator, xx: np.ndarray, h: int,
+              w: int) -> np.ndarray:
+    """What the camera makes of the planar image: an overall level, a colour cast, a soft
+    light falloff from one side and sensor noise; BGR uint8."""
     light = rng.uniform(0.6, 1.3) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
     side = np.float32(rng.uniform(-0.25, 0.25))
     img *= (1 + side * (xx / w - np.float32(0.5))) * light[:, None, None]
-    # Sensor noise, drawn at a quarter resolution and scaled up: cheap and grainy enough.
+    # Noise drawn at a quarter resolution and scaled up: cheap and grainy enough.
     noise = rng.normal(0, rng.uniform(0.01, 0.05), (max(1, h // 4), max(1, w // 4), 3))
     out = cv2.merge(list(img)) + cv2.resize(noise.astype(np.float32), (w, h),
                                             interpolation=cv2.INTER_NEAREST)
