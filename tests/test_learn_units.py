@@ -132,9 +132,8 @@ def test_versions_promoted_latest_and_names(tmp_path):
     assert [v.promoted for v in all_versions(paths)] == [True, False]
 
 
-def test_load_encoders_without_a_model_is_a_clear_error(tmp_path):
-    with pytest.raises(WmError, match="no trained model"):
-        load_encoders(tiny_settings(), Paths(tmp_path))
+def test_load_encoders_without_a_model_gives_version_0(tmp_path):
+    assert load_encoders(tiny_settings(), Paths(tmp_path)).version == "v0"
     with pytest.raises(WmError, match="not known"):
         load_encoders(tiny_settings(), Paths(tmp_path), version="2025-01-01.1")
 

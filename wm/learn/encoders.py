@@ -2,8 +2,6 @@
 carries its architecture, so any recorded version loads whatever the settings say now."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 import torch
@@ -12,6 +10,8 @@ from wm.base.config import Settings
 from wm.base.errors import WmError
 from wm.base.paths import Paths
 from wm.learn.cpc import to_wave
+from wm.learn.embeddings import ClipEmbeddings, Embedder  # noqa: F401 (ClipEmbeddings: re-exported)
+from wm.learn.fixed import VERSION_0, FixedEncoders
 from wm.learn.jepa import embed_images, to_input
 from wm.learn.models import ModelConfig, Models
 from wm.learn.train import autocast, pick_device
@@ -20,40 +20,6 @@ from wm.learn.versions import all_versions, latest_version
 IMAGE_CHUNK = 32      # stills per forward pass: bounded memory, still large matmuls
 AUDIO_CHUNK = 32      # clip-length windows per forward pass
 MIN_SOUND = 0.25      # seconds: a shorter sound is too short to embed (zero-padded to this)
-KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
-
-
-@dataclass
-class ClipEmbeddings:
-    """Every vector of a batch of clips, float32 (n, D) per kind; rows of NaN where a clip
-    lacks that modality. video and audio are each encoder's own space; shared_* are
-    L2-normalised and comparable across modalities (sound against sight); shared is a clip
-    as seen and heard, fused from the two aligned views unless given."""
-    video: np.ndarray
-    audio: np.ndarray
-    shared_video: np.ndarray
-    shared_audio: np.ndarray
-    shared: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        for kind in ("video", "audio", "shared_video", "shared_audio"):
-            setattr(self, kind, np.asarray(getattr(self, kind), np.float32))
-        self.shared = (fused_shared(self.shared_video, self.shared_audio) if self.shared is None
-                       else np.asarray(self.shared, np.float32))
-
-    def of(self, kind: str) -> np.ndarray:
-        """The vectors of one kind by name, as a query plan and the memory's shards name them."""
-        if kind not in KINDS:
-            raise KeyError(kind)
-        return getattr(self, kind)
-
-
-def fused_shared(shared_video: np.ndarray, shared_audio: np.ndarray) -> np.ndarray:
-    """The normalised sum of whichever aligned views a clip has (NaN where it has none)."""
-    total = np.nan_to_num(shared_video) + np.nan_to_num(shared_audio)
-    out = total / np.maximum(np.linalg.norm(total, axis=-1, keepdims=True), 1e-12)
-    out[np.isnan(shared_video).any(1) & np.isnan(shared_audio).any(1)] = np.nan
-    return out
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:
@@ -63,7 +29,9 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
-class Encoders:
+class Encoders(Embedder):
+    """A trained version's models as an embedder."""
+
     def __init__(self, models: Models, version: str, device: torch.device):
         self.models = models.to(device).eval()
         self.config = models.config
@@ -136,35 +104,6 @@ class Encoders:
             out.append(y)
         return out[0], out[1]
 
-    def embed_clips(self, stills: list[list[np.ndarray]], audio: list[np.ndarray | None]) -> ClipEmbeddings:
-        """stills: each clip's BGR frames (may be empty); audio: each clip's int16 16 kHz
-        samples or None."""
-        if len(stills) != len(audio):
-            raise ValueError(f"{len(stills)} clips of stills but {len(audio)} of audio")
-        n = len(stills)
-        video = np.full((n, self.video_dim), np.nan, np.float32)
-        flat = [s for clip in stills for s in clip]
-        if flat:
-            per_still = self._video(flat)
-            owner = np.repeat(np.arange(n), [len(c) for c in stills])
-            sums = np.zeros((n, self.video_dim), np.float32)
-            np.add.at(sums, owner, per_still)
-            counts = np.bincount(owner, minlength=n)
-            video[counts > 0] = sums[counts > 0] / counts[counts > 0, None]
-        aud = np.full((n, self.audio_dim), np.nan, np.float32)
-        have = [i for i, a in enumerate(audio) if a is not None]
-        if have:
-            aud[have] = self._audio([audio[i] for i in have])
-        shared_video, shared_audio = self.shared(video, aud)
-        return ClipEmbeddings(video, aud, shared_video, shared_audio)
-
-    def embed_image(self, bgr: np.ndarray) -> ClipEmbeddings:
-        return self.embed_clips([[bgr]], [None])
-
-    def embed_sound(self, samples: np.ndarray) -> ClipEmbeddings:
-        """int16 16 kHz mono samples, any length."""
-        return self.embed_clips([[]], [samples])
-
 
 def load_checkpoint(path, device: torch.device) -> dict:
     try:
@@ -181,12 +120,15 @@ def models_from_checkpoint(ckpt: dict) -> Models:
     return models
 
 
-def load_encoders(settings: Settings, paths: Paths, version: str | None = None) -> Encoders:
-    """The newest promoted version, or the named one (promoted or not)."""
+def load_encoders(settings: Settings, paths: Paths, version: str | None = None) -> Embedder:
+    """The newest promoted version (version 0 while none is), or the named one (promoted
+    or not)."""
+    if version == VERSION_0:
+        return FixedEncoders(settings.capture.sample_rate)
     if version is None:
         v = latest_version(paths)
         if v is None:
-            raise WmError("no trained model yet: run `wm sleep` on a day of clips first")
+            return FixedEncoders(settings.capture.sample_rate)
     else:
         found = [x for x in all_versions(paths) if x.version == version]
         if not found:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from wm.learn.embeddings import Embedder
+
 VERSION_0 = "v0"
 HSV_BINS = (8, 4, 4)
 GRID = 4
@@ -68,3 +70,23 @@ def sound_features(samples: np.ndarray, rate: int) -> np.ndarray:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+class FixedEncoders(Embedder):
+    """Version 0 as an embedder: the features above, nothing to load, no shared space."""
+    version = VERSION_0
+    video_dim = VIDEO_DIM
+    audio_dim = AUDIO_DIM
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+
+    def _video(self, stills: list[np.ndarray]) -> np.ndarray:
+        return np.stack([image_features(s) for s in stills]).astype(np.float32)
+
+    def _audio(self, sounds: list[np.ndarray]) -> np.ndarray:
+        return np.stack([sound_features(s, self.sample_rate) for s in sounds]).astype(np.float32)
+
+    def shared(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.full((len(video), 1), np.nan, np.float32),
+                np.full((len(audio), 1), np.nan, np.float32))

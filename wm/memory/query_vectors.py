@@ -46,6 +46,14 @@ class QueryVectors:
 
     def for_version(self, version: str) -> np.ndarray:
         """The vector; VersionSkipped says why there is none for this version."""
+        vec = self._vector(version)
+        if np.isnan(vec).any():
+            # version 0 has no shared audio-visual space: a sound cannot find pictures there
+            raise VersionSkipped(f"its model gives no {self.kind.replace('_', ' ')} vector"
+                                 f" for this {self.source}")
+        return vec
+
+    def _vector(self, version: str) -> np.ndarray:
         try:
             if self.source == "image":
                 return self.encoders(version).embed_image(self.image).of(self.kind)[0]

@@ -15,10 +15,10 @@ from wm.base.lastsleep import COMPLETED, INTERRUPTED, NOTHING
 from wm.base.paths import Paths
 from wm.learn.data import night_data
 from wm.learn.encoders import load_encoders
+from wm.learn.fixed import VERSION_0
 from wm.learn.night import Night
 from wm.learn.report import NightReport
 from wm.learn.train import cpu_threads, pick_device
-from wm.learn.versions import latest_version
 from wm.memory.commit import commit_queued
 from wm.memory.retention import apply_retention
 
@@ -37,12 +37,13 @@ class SleepOutcome:
 
 def _memory_stages(settings: Settings, paths: Paths, should_stop: Callable[[], bool],
                    outcome: SleepOutcome) -> None:
-    if latest_version(paths) is None:
-        outcome.stages["commit"] = "skipped: no promoted model version yet"
-    else:
-        r = commit_queued(settings, paths, load_encoders(settings, paths), should_stop)
-        outcome.stages["commit"] = (f"{r.committed} committed, {r.reembedded} re-embedded,"
-                                    f" {r.remaining} remaining")
+    # Every queued clip goes into memory whatever the night's training did: with the newest
+    # promoted version, or version 0 (no training needed) while there is none.
+    encoders = load_encoders(settings, paths)
+    r = commit_queued(settings, paths, encoders, should_stop)
+    why = "" if encoders.version != VERSION_0 else " (no trained version promoted yet)"
+    outcome.stages["commit"] = (f"{r.committed} committed, {r.reembedded} re-embedded,"
+                                f" {r.remaining} remaining, with version {encoders.version}{why}")
     if should_stop():
         return
     r = apply_retention(settings, paths)
