@@ -58,6 +58,26 @@ def backoff(attempt: int, ceiling: float) -> float:
     return min(FIRST_BACKOFF * 2 ** attempt, ceiling)
 
 
+def start_reader(device, name: str) -> None:
+    """Run `device._run(stop)` on a thread of its own. Each reader gets its own stop switch:
+    one left blocked in a stalled read after stop() must not come back to life when the
+    device is started again."""
+    device._stop = threading.Event()
+    device._thread = threading.Thread(target=device._run, args=(device._stop,), name=name,
+                                      daemon=True)
+    device._thread.start()
+
+
+def stop_reader(device, timeout: float) -> None:
+    """Tell the reader to stop; wait at most `timeout` (a read blocked on a stalled stream
+    returns by its own read timeout, which is longer)."""
+    device._stop.set()
+    if device._thread is not None:
+        device._thread.join(timeout)
+        device._thread = None
+    device.state = OFF
+
+
 class Camera:
     """`on_frame(t, bgr)` gets each kept frame (t: time.monotonic() when read);
     `on_state(t, reason)` gets "device_lost"/"stall" when the source goes away."""
@@ -115,20 +135,10 @@ class Camera:
 
     def start(self) -> None:
         """Read in the background, opening (and reopening) the source as needed."""
-        # each reader has its own stop switch: one left blocked in a stalled grab after
-        # stop() must not come back to life when the camera is started again
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(self._stop,), name="wm-camera",
-                                        daemon=True)
-        self._thread.start()
+        start_reader(self, "wm-camera")
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            # a grab blocked on a stalled stream returns by its read timeout; don't wait that long
-            self._thread.join(timeout)
-            self._thread = None
-        self.state = OFF
+        stop_reader(self, timeout)
 
     def _set(self, state: str, t: float, reason: str | None = None) -> None:
         if state == self.state:

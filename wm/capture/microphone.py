@@ -18,7 +18,7 @@ import numpy as np
 
 from wm.base import log
 from wm.base.errors import WmError
-from wm.capture.camera import OFF, OK, REOPENING, backoff
+from wm.capture.camera import OFF, OK, REOPENING, backoff, start_reader, stop_reader
 
 BLOCK_SECONDS = 0.1   # 10 callbacks a second: little overhead, a block well inside a clip
 # A new stream may take this long to deliver its first block (PulseAudio: ~1.2 s) before
@@ -180,18 +180,11 @@ class Microphone:
             raise WmError(f"microphone '{self.spec}': cannot be opened: {e}") from None
 
     def start(self) -> None:
-        self._stop = threading.Event()   # per worker, as in Camera.start
-        self._thread = threading.Thread(target=self._run, args=(self._stop,),
-                                        name="wm-microphone", daemon=True)
-        self._thread.start()
+        start_reader(self, "wm-microphone")
 
     def stop(self, timeout: float = 2.0) -> None:
         """Close the stream and hand on what it delivered."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        self.state = OFF
+        stop_reader(self, timeout)
 
     def _set(self, state: str, t: float, reason: str | None = None) -> None:
         if state == self.state:
