@@ -58,29 +58,45 @@ def backoff(attempt: int, ceiling: float) -> float:
     return min(FIRST_BACKOFF * 2 ** attempt, ceiling)
 
 
-def start_reader(device, name: str) -> None:
-    """Run `device._run(stop)` on a thread of its own. Each reader gets its own stop switch:
-    one left blocked in a stalled read after stop() must not come back to life when the
-    device is started again."""
-    device._stop = threading.Event()
-    device._thread = threading.Thread(target=device._run, args=(device._stop,), name=name,
-                                      daemon=True)
-    device._thread.start()
+class DeviceReader:
+    """What the camera and the microphone share: a reader thread of its own and a state
+    (ok / reopening / off) that is logged and reported when it changes. Subclasses give
+    `kind`, `description`, `log`, `on_state` and `_run(stop)`."""
+    kind: str
+
+    def start(self) -> None:
+        """Read in the background, opening (and reopening) the device as needed. Each
+        reader gets its own stop switch: one left blocked in a stalled read after stop()
+        must not come back to life when the device is started again."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(self._stop,),
+                                        name=f"wm-{self.kind}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop reading; wait at most `timeout` (a read blocked on a stalled stream returns
+        by its own read timeout, which is longer)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.state = OFF
+
+    def _set(self, state: str, t: float, reason: str | None = None) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        if state == OK:  # the segmenter learns it from the data itself
+            self.log.info(f"{self.kind}_ok", source=self.description)
+        elif state == REOPENING:
+            self.log.warning(f"{self.kind}_lost", reason=reason)
+            self.on_state(t, reason)
 
 
-def stop_reader(device, timeout: float) -> None:
-    """Tell the reader to stop; wait at most `timeout` (a read blocked on a stalled stream
-    returns by its own read timeout, which is longer)."""
-    device._stop.set()
-    if device._thread is not None:
-        device._thread.join(timeout)
-        device._thread = None
-    device.state = OFF
-
-
-class Camera:
+class Camera(DeviceReader):
     """`on_frame(t, bgr)` gets each kept frame (t: time.monotonic() when read);
     `on_state(t, reason)` gets "device_lost"/"stall" when the source goes away."""
+    kind = "camera"
 
     def __init__(self, spec: str, *, width: int, height: int, fps: int, stall_seconds: float,
                  reopen_max_seconds: float, on_frame: Callable[[float, np.ndarray], None],
@@ -132,23 +148,6 @@ class Camera:
                 # reopening from the reader thread must not ask again, or it fails
                 os.environ["OPENCV_AVFOUNDATION_SKIP_AUTH"] = "1"
         return self._cap is not None
-
-    def start(self) -> None:
-        """Read in the background, opening (and reopening) the source as needed."""
-        start_reader(self, "wm-camera")
-
-    def stop(self, timeout: float = 2.0) -> None:
-        stop_reader(self, timeout)
-
-    def _set(self, state: str, t: float, reason: str | None = None) -> None:
-        if state == self.state:
-            return
-        self.state = state
-        if state == OK:  # the segmenter learns it from the frames themselves
-            self.log.info("camera_ok", source=self.description)
-        elif state == REOPENING:
-            self.log.warning("camera_lost", reason=reason)
-            self.on_state(t, reason)
 
     def _run(self, stop: threading.Event) -> None:
         cap, self._cap = self._cap, None

@@ -18,7 +18,7 @@ import numpy as np
 
 from wm.base import log
 from wm.base.errors import WmError
-from wm.capture.camera import OFF, OK, REOPENING, backoff, start_reader, stop_reader
+from wm.capture.camera import OFF, OK, REOPENING, DeviceReader, backoff
 
 BLOCK_SECONDS = 0.1   # 10 callbacks a second: little overhead, a block well inside a clip
 # A new stream may take this long to deliver its first block (PulseAudio: ~1.2 s) before
@@ -111,10 +111,11 @@ class StreamResampler:
         return (len(self.buf) - self.pad) / self.orig
 
 
-class Microphone:
+class Microphone(DeviceReader):
     """`on_audio(block, t_end, new_stream, overflow)` gets int16 blocks (t_end:
     time.monotonic() when the block arrived, i.e. of its last sample); `on_state(t, reason)`
     gets "device_lost"/"stall" when the stream goes away."""
+    kind = "microphone"
 
     def __init__(self, spec: str, *, rate: int, stall_seconds: float, reopen_max_seconds: float,
                  on_audio: Callable[[np.ndarray, float, bool, bool], None],
@@ -178,23 +179,6 @@ class Microphone:
             raise
         except Exception as e:  # PortAudioError and friends: the device is there but refuses
             raise WmError(f"microphone '{self.spec}': cannot be opened: {e}") from None
-
-    def start(self) -> None:
-        start_reader(self, "wm-microphone")
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Close the stream and hand on what it delivered."""
-        stop_reader(self, timeout)
-
-    def _set(self, state: str, t: float, reason: str | None = None) -> None:
-        if state == self.state:
-            return
-        self.state = state
-        if state == OK:  # the segmenter learns it from the samples themselves
-            self.log.info("microphone_ok", source=self.description)
-        else:
-            self.log.warning("microphone_lost", reason=reason)
-            self.on_state(t, reason)
 
     def _close(self) -> None:
         if self._stream is not None:
