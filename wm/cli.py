@@ -103,6 +103,11 @@ def _logs(a, s, p):
                     lines=a.lines)
 
 
+def _check(a, s, p):
+    from wm.check.run import run_check
+    return run_check(s, p, repair=a.repair)
+
+
 def _demo(a, s, p):
     from wm.demo.run import run_demo
     return run_demo(workdir=a.workdir, keep=a.keep)
@@ -196,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--since", type=_duration, help="only the last DURATION (e.g. 1h)")
     sp.add_argument("-n", "--lines", type=int, metavar="N",
                     help="last lines to show (default 50; with --since, all of them)")
+
+    sp = cmd("check", _check, "check the data root for damage a crash or a fault left")
+    sp.add_argument("--repair", action="store_true",
+                    help="fix what can be fixed without losing a committed memory")
 
     sp = cmd("demo", _demo, "run a short made-up day through the whole pipeline")
     sp.set_defaults(standalone=True)

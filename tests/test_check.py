@@ -1,0 +1,68 @@
+"""`wm check [--repair]` on a real data root damaged the ways a crash leaves one: a stale
+partial write, a queued clip whose files are gone, a clip on disk the queue does not
+know, a claim held by a process that no longer exists. `wm check` lists them and exits
+1; `--repair` fixes them without touching any committed memory; then it is clean."""
+import os
+import time
+
+from wm.base import config
+from wm.base.queue import COMMITTED, Queue
+from wm.demo.synth import make_day
+
+DATE = "2025-01-15"
+OLD = time.time() - 2 * 3600
+
+
+def damaged_root(home):
+    settings = config.load()
+    clips = make_day(settings, home, DATE, 4, seed=1)
+    q = Queue(home.memory_db)
+    for c in clips[:3]:
+        q.enqueue(c.manifest, str(c.manifest_path.relative_to(home.data)))
+    q.mark([clips[0].manifest.id], COMMITTED)
+    # a crash mid-write: partial files older than any writer still at work
+    stale = [home.clips_dir(DATE) / "20250115T090009Z.mp4.partial", home.state / "status.json.partial"]
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+        os.utime(p, (OLD, OLD))
+    fresh = home.clips_dir(DATE) / "20250115T090012Z.wav.partial"    # being written now
+    fresh.write_bytes(b"in flight")
+    # a queued clip whose files vanished
+    gone = clips[1]
+    for f in home.clips_dir(DATE).glob(f"{gone.manifest.id}*"):
+        f.unlink()
+    # a claim by a process that is gone (pid 2**22 + 1 is above any default pid_max)
+    q.claim(f"{os.uname().nodename}:{2**22 + 1}:1", 1, 3600)
+    q.close()
+    return clips, stale, fresh
+
+
+def test_check_finds_each_problem_and_repair_fixes_them(home, run_wm):
+    clips, stale, fresh = damaged_root(home)
+    r = run_wm("check")
+    assert r.code == 1, r.out + r.err
+    for expected in ("stale partial write", "queued clip without files", "clip not queued yet",
+                     "claim of a dead process"):
+        assert expected in r.out
+    assert all(p.exists() for p in stale)             # a check alone changes nothing
+
+    r = run_wm("check", "--repair")
+    assert r.code == 0, r.out + r.err
+    assert "0 left" in r.out
+    assert not any(p.exists() for p in stale) and fresh.exists()
+    q = Queue(home.memory_db)
+    states = {i.clip_id: i.state for i in q.items()}
+    assert q.owners() == []
+    q.close()
+    assert states[clips[0].manifest.id] == COMMITTED          # committed memory untouched
+    assert states[clips[1].manifest.id] == "purged"           # its files were gone
+    assert states[clips[3].manifest.id] == "queued"           # found on disk, now queued
+
+    r = run_wm("check")
+    assert r.code == 0 and "nothing wrong" in r.out
+
+
+def test_a_clean_root_is_clean(home, run_wm):
+    r = run_wm("check")
+    assert r.code == 0 and "nothing wrong" in r.out

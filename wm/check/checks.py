@@ -1,0 +1,121 @@
+"""The checks. Each takes the settings and paths and returns the problems it found, each
+with its repair where one exists that loses no committed memory. Cheap checks (a few
+directory listings and one query) run at every `wm run` start-up; the full set reads
+every manifest and every shard header."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from wm.base.atomic import PARTIAL
+from wm.base.config import Settings
+from wm.base.paths import Paths
+from wm.base.queue import PURGED, QUEUED, Queue, owner_process
+from wm.capture.scan import queue_clip
+from wm.check.problems import Problem
+
+# A partial write younger than this may belong to a process writing it now (a clip takes
+# seconds, an ANN index of a large memory minutes); older ones are left by a crash.
+PARTIAL_GRACE_SECONDS = 15 * 60
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> str:
+    path.unlink(missing_ok=True)
+    return f"removed {path}"
+
+
+def stale_partials(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+    """`.partial` files anywhere under the root older than the grace period."""
+    now = time.time() if now is None else now
+    found = []
+    for top in (paths.data, paths.state, paths.checkpoints, paths.embeddings, paths.reports):
+        if not top.is_dir():
+            continue
+        for p in top.rglob(f"*{PARTIAL}*"):
+            try:
+                age = now - p.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age > PARTIAL_GRACE_SECONDS and p.is_file():
+                found.append(Problem("stale partial write", str(p.relative_to(paths.root)),
+                                     f"{age / 3600:.1f} h old", lambda p=p: _remove(p)))
+    return found
+
+
+def dead_claims(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+    """Queue claims held by processes of this machine that no longer exist."""
+    if not paths.memory_db.exists():
+        return []
+    q = Queue(paths.memory_db)
+    try:
+        owners = q.owners()
+    finally:
+        q.close()
+    node = os.uname().nodename
+    found = []
+    for owner in owners:
+        proc = owner_process(owner)
+        if proc is not None and proc[0] == node and not _pid_alive(proc[1]):
+            found.append(Problem("claim of a dead process", owner, "its clips wait for the lease",
+                                 lambda o=owner: _release(paths, o)))
+    return found
+
+
+def _release(paths: Paths, owner: str) -> str:
+    q = Queue(paths.memory_db)
+    try:
+        return f"released {q.release(owner)} clips"
+    finally:
+        q.close()
+
+
+def queue_and_files(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+    """Queued clips whose manifest is gone, and finished clips on disk the queue does not
+    know (a watcher that was down, a database restored from a backup)."""
+    if not paths.memory_db.exists() and not paths.clips_root.is_dir():
+        return []
+    q = Queue(paths.memory_db)
+    try:
+        known = {i.clip_id: i for i in q.items()}
+    finally:
+        q.close()
+    found = []
+    for item in known.values():
+        if item.state == QUEUED and not (paths.data / item.manifest).exists():
+            found.append(Problem("queued clip without files", item.clip_id, item.manifest,
+                                 lambda i=item: _mark_gone(paths, i.clip_id)))
+    if paths.clips_root.is_dir():
+        for manifest in sorted(paths.clips_root.glob("*/*.json")):
+            if manifest.stem not in known:
+                found.append(Problem("clip not queued yet", manifest.stem,
+                                     str(manifest.relative_to(paths.root)),
+                                     lambda m=manifest: _enqueue(paths, m)))
+    return found
+
+
+def _mark_gone(paths: Paths, clip_id: str) -> str:
+    q = Queue(paths.memory_db)
+    try:
+        q.mark([clip_id], PURGED)
+    finally:
+        q.close()
+    return "marked purged (its files are gone)"
+
+
+def _enqueue(paths: Paths, manifest: Path) -> str:
+    q = Queue(paths.memory_db)
+    try:
+        return "queued" if queue_clip(paths, q, manifest) else "unreadable manifest, left alone"
+    finally:
+        q.close()
