@@ -21,6 +21,7 @@ against the recorder): `python tests/loopback.py mjpeg --port 8765 --fps 30`.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import shutil
 import signal
@@ -85,11 +86,16 @@ class MjpegServer:
     Frames come from a cycle of pre-encoded JPEGs (so serving costs little CPU); `show()`
     swaps the cycle at once (e.g. to a white picture at a known instant). `stop()` closes
     every open stream, like a camera losing power; `start()` serves again on the same port.
+    With `auth=(user, password)` it asks for HTTP Basic authentication like an IP camera
+    (401 without the right credentials; `refused` counts those requests).
     Use as a context manager so it never outlives the test."""
 
     def __init__(self, fps: float = 10.0, size: tuple[int, int] = (640, 480),
-                 port: int | None = None, cycle: int = 30, frames: list[np.ndarray] | None = None):
+                 port: int | None = None, cycle: int = 30, frames: list[np.ndarray] | None = None,
+                 auth: tuple[str, str] | None = None):
         self.fps = fps
+        self.auth = auth
+        self.refused = 0
         self.size = size
         self.port = port or free_port()
         self.frames_sent = 0
@@ -120,6 +126,13 @@ class MjpegServer:
                 pass
 
             def do_GET(self) -> None:
+                if not owner._authorized(self.headers.get("Authorization")):
+                    owner.refused += 1
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 owner._clients.add(threading.current_thread())
                 try:
                     owner._stream(self)
@@ -137,6 +150,12 @@ class MjpegServer:
                                         name="mjpeg-server", daemon=True)
         self._thread.start()
         return self
+
+    def _authorized(self, header: str | None) -> bool:
+        if self.auth is None:
+            return True
+        want = base64.b64encode(":".join(self.auth).encode()).decode()
+        return header == f"Basic {want}"
 
     def _stream(self, h: BaseHTTPRequestHandler) -> None:
         h.send_response(200)

@@ -65,12 +65,15 @@ def _sound(t0: float, n: int, spec: Spec) -> np.ndarray:
     return np.repeat(mono[None, :], channels, axis=0).astype(np.float32)
 
 
-def write(path: Path, spec: Spec = Spec(), extra_streams: bool = False) -> Path:
+def write(path: Path, spec: Spec = Spec(), extra_streams: bool = False,
+          live: bool = False) -> Path:
     """Write a media file. `extra_streams` adds a smaller second video stream and a
-    lower-rate mono audio stream (ingest must pick the better ones)."""
+    lower-rate mono audio stream (ingest must pick the better ones). `live` (Matroska)
+    writes it the way a recorder streams it: no duration or index to fill in at the end,
+    so every prefix of the file is a playable recording, as it is while being written."""
     path = Path(path)
     vcodec, acodec, afmt = CODECS[path.suffix]
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options={"live": "1"} if live else {}) as out:
         if spec.creation_time:
             out.metadata["creation_time"] = spec.creation_time
         streams = []

@@ -8,6 +8,7 @@ import wave
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import av
 import cv2
@@ -240,6 +241,28 @@ def test_without_creation_time_the_start_is_mtime_minus_duration(main_file, sett
         seconds = c.duration / av.time_base
     first = manifests(home)[0]
     assert first.start_time.timestamp() == pytest.approx(end - seconds, abs=1e-3)
+
+
+def test_date_puts_the_clips_on_that_day_at_their_own_time_of_day(main_file, run_wm, home,
+                                                                   tmp_path):
+    """`--date D`: the recording's start moves onto D at the same local wall-clock time, so
+    a clip's day folder, its id and its start (what `wm query --at` searches) agree; one
+    running past midnight goes on into the next day. Here in Berlin, from a winter day
+    (UTC+1) to a summer one (UTC+2)."""
+    berlin = ZoneInfo("Europe/Berlin")
+    src = tmp_path / "late.mp4"
+    shutil.copy(main_file, src)
+    with av.open(str(src)) as c:
+        seconds = c.duration / av.time_base
+    began = datetime(2025, 3, 2, 23, 59, 57, tzinfo=berlin)   # by its modification time
+    mg.set_mtime(src, began.timestamp() + seconds)
+    r = run_wm("ingest", src, "--date", "2025-07-15", env={"TZ": "Europe/Berlin"})
+    assert r.code == 0, r.err
+    mans = manifests(home, "2025-07-15") + manifests(home, "2025-07-16")
+    local = [m.start_time.astimezone(berlin).strftime("%Y-%m-%d %H:%M:%S") for m in mans]
+    assert local == ["2025-07-15 23:59:57", "2025-07-16 00:00:00", "2025-07-16 00:00:03"]
+    assert [m.date for m in mans] == ["2025-07-15", "2025-07-16", "2025-07-16"]
+    assert [m.id for m in mans] == ["20250715T215957Z", "20250715T220000Z", "20250715T220003Z"]
 
 
 # -- doing it twice --------------------------------------------------------------------------------

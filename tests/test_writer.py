@@ -2,6 +2,8 @@
 file is in place; nothing half-written survives `remove_partials`."""
 from __future__ import annotations
 
+import os
+import re
 from datetime import datetime, timezone
 
 import av
@@ -111,7 +113,9 @@ def test_a_failure_mid_write_leaves_no_manifest_and_remove_partials_clears_the_r
 
     assert not home.manifest(DATE, "20250115T143012Z").exists()
     left = sorted(p.name for p in home.root.rglob("*.partial"))
-    assert left == ["20250115T143012Z.wav.partial"]
+    # the writer's pid and a random token in the name: two writers never share one
+    pattern = rf"20250115T143012Z\.wav\.{os.getpid()}-[0-9a-f]+\.partial"
+    assert len(left) == 1 and re.fullmatch(pattern, left[0]), left
     removed = writer.remove_partials(home)
     assert [p.name for p in removed] == left
     assert list(home.root.rglob("*.partial")) == []

@@ -52,3 +52,14 @@ def local_tz() -> tzinfo:
     except (OSError, ValueError):
         return datetime.now().astimezone().tzinfo or timezone.utc
 
+
+
+def on_date(instant: datetime, day: str, tz: tzinfo | None = None) -> datetime:
+    """`instant` moved to local day `day`, keeping its local time of day (the UTC instant
+    of that wall-clock time; in a daylight-saving gap, the time as the earlier offset
+    reads it). What `wm ingest --date` does to a recording's start."""
+    tz = local_tz() if tz is None else tz
+    local = instant.astimezone(tz)
+    moved = datetime.combine(date.fromisoformat(day), local.time().replace(tzinfo=None),
+                             tzinfo=tz)
+    return moved.astimezone(timezone.utc)

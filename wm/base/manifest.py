@@ -33,6 +33,9 @@ class Source:
     video_stream: str | None = None  # which stream was used and why, e.g. "#0 h264 1280x720"
     audio_stream: str | None = None
     fingerprint: str | None = None   # identifies the source file (ingest idempotency)
+    # identifies its beginning: the same for a file that grew since (a recording that was
+    # still being written), so re-ingesting it finds the clips already made
+    head: str | None = None
 
 
 @dataclass(frozen=True)

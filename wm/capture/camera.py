@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from wm.base import log
+from wm.base.redact import redact
 from wm.capture import segments
 
 # FFmpeg prints connection errors itself; the state changes are logged here instead.
@@ -107,10 +108,12 @@ class Camera(DeviceReader):
         self.reopen_max = reopen_max_seconds
         self.on_frame, self.on_state = on_frame, on_state
         self.state = OFF
-        self.description = self.spec
+        # what the log, the manifests and `wm status` name it by: never the password
+        self.shown = redact(self.spec)
+        self.description = self.shown
         self.grabbed = 0
         self.kept = 0
-        self.log = log.get("wm.capture.camera").bind(camera=self.spec)
+        self.log = log.get("wm.capture.camera").bind(camera=self.shown)
         self._cap = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,7 +138,7 @@ class Camera(DeviceReader):
             return None
         w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        self.description = f"{self.spec} {w}x{h}"
+        self.description = f"{self.shown} {w}x{h}"
         return cap
 
     def open(self) -> bool:
@@ -196,6 +199,7 @@ class Camera(DeviceReader):
 
 def open_error(spec: str) -> str:
     """Why a camera spec could not be opened, for the start-up error."""
+    spec = redact(spec)
     if spec.isdigit():
         return f"camera {spec}: no such device or it is busy"
     if "://" in spec:

@@ -5,6 +5,7 @@ import glob
 import sys
 
 from wm.base.errors import WmError
+from wm.base.redact import redact
 
 MAX_PROBED_INDEX = 4  # where cameras cannot be listed, indices 0..4 are tried
 
@@ -64,6 +65,6 @@ def show_devices(settings) -> int:
         mics = [str(e)]
     for line in mics:
         print(f"  {line}")
-    print(f"configured: camera {c.camera!r}, microphone {c.microphone!r} "
+    print(f"configured: camera {redact(c.camera)!r}, microphone {c.microphone!r} "
           "(change with capture.camera / capture.microphone, or --camera / --mic)")
     return 0

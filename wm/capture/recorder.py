@@ -8,6 +8,7 @@ running inside the daemon."""
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,11 +20,11 @@ from wm.base.manifest import FINAL, Manifest
 from wm.base.paths import Paths
 from wm.base.signals import StopFlag, stop_on_signals
 from wm.capture.events import AudioBlock, Cut, DeviceState, Event, Frame
+from wm.capture.orphans import remove_orphan_media, remove_partials
 from wm.capture.pause import is_paused
 from wm.capture.segmenter import Segmenter
 from wm.capture.sink import ClipSink
 from wm.capture.sources import Sources
-from wm.capture.writer import remove_partials
 
 PAUSE_CHECK_SECONDS = 0.5
 QUEUE_LIMIT = 2000   # ~40 s of frames and blocks: a segmenter that far behind is stuck
@@ -31,6 +32,9 @@ QUEUE_LIMIT = 2000   # ~40 s of frames and blocks: a segmenter that far behind i
 # in well under a second); a fresher one may be an ingest child's write in progress (the
 # daemon restarts its recorder on a config reload while ingest runs beside it).
 STALE_PARTIAL_SECONDS = 2.0
+# A crash leaves its orphan media in the days it was writing: a start looks at the last
+# two day folders only (`wm check` looks at all of them).
+ORPHAN_DAYS = 2
 
 
 @dataclass
@@ -89,9 +93,7 @@ class Recorder:
         """Open the sources and start recording. WmError when nothing can be recorded
         (listing the devices found), or the file cannot be played."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        stale = remove_partials(self.paths, min_age=STALE_PARTIAL_SECONDS)
-        if stale:
-            self.log.warning("stale_partials_removed", count=len(stale))
+        self._sweep()
         self.paused = is_paused(self.paths)
         timing = self.sources.open(self.paused)
         self._clock = timing.clock
@@ -110,6 +112,17 @@ class Recorder:
             self._threads.append(t)
         self.log.info("recorder_started", camera=self.sources.camera_name(),
                       microphone=self.sources.mic_name(), paused=self.paused)
+
+    def _sweep(self) -> None:
+        """Remove what a crash left: stale `.partial` files, and clip media without a
+        manifest (never queued, yet counted against retention.max_gb)."""
+        stale = remove_partials(self.paths, min_age=STALE_PARTIAL_SECONDS)
+        if stale:
+            self.log.warning("stale_partials_removed", count=len(stale))
+        orphans = remove_orphan_media(self.paths, days=ORPHAN_DAYS)
+        if orphans:
+            self.log.warning("orphan_media_removed", count=len(orphans),
+                             clips=sorted({o.clip_id for o in orphans})[:20])
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop: the clip in flight is finished (short, flagged final), everything queued is
@@ -255,7 +268,13 @@ def run_record(settings, paths, duration, camera, microphone) -> int:
     """`wm record`: record until Ctrl-C / SIGTERM or for `duration` seconds, then stop
     cleanly (the clip in flight is written, short and flagged final)."""
     from wm.base.progress import Progress
+    from wm.base.redact import PASSWORD_ENV, has_secret
 
+    if camera is not None and has_secret(camera):
+        # the command line shows in `ps` to every user of the machine
+        print(f"wm: warning: the password in --camera is visible to other users in `ps`; "
+              f"give rtsp://user@host/... and put the password in {PASSWORD_ENV} or in "
+              "capture.camera in the settings file", file=sys.stderr, flush=True)
     rec = Recorder(settings, paths, camera=camera, microphone=microphone)
     stop = StopFlag()
     progress = None

@@ -3,7 +3,6 @@ every clip gets an id no other clip has, and each one written is counted, timed 
 its end and handed to the `on_clip` hook."""
 from __future__ import annotations
 
-import shutil
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,9 +11,14 @@ from typing import Callable
 from wm.base.clipids import clip_id, local_date
 from wm.base.manifest import Manifest
 from wm.base.paths import Paths
+from wm.capture.diskfloor import below_floor, free_bytes
 from wm.capture.events import Cut
 from wm.capture.sources import Sources
 from wm.capture.writer import ClipMedia, write_clip
+
+# Emission delays kept for the stats (benchmarks, tests): the last ~50 minutes of clips,
+# not one float per clip for as long as the recorder runs.
+DELAYS_KEPT = 1000
 
 
 class ClipSink:
@@ -26,7 +30,7 @@ class ClipSink:
         self.disk_low = False
         self.clips_written = 0
         self.last_clip_end: float | None = None
-        self.delays: list[float] = []
+        self.delays: deque[float] = deque(maxlen=DELAYS_KEPT)
         self._recent_ids: deque[str] = deque(maxlen=64)
 
     def write(self, cut: Cut) -> None:
@@ -55,8 +59,8 @@ class ClipSink:
                 self.log.error("on_clip_failed", clip=cid, error=repr(e), exc_info=True)
 
     def _disk_ok(self) -> bool:
-        free = shutil.disk_usage(self.paths.root).free
-        low = free < self.settings.retention.min_free_gb * 1e9
+        free = free_bytes(self.paths.root)
+        low = below_floor(free, self.settings.retention.min_free_gb)
         if low != self.disk_low:
             self.disk_low = low
             if low:

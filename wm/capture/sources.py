@@ -10,6 +10,7 @@ from typing import Callable
 
 from wm.base.errors import WmError
 from wm.base.manifest import Source
+from wm.base.redact import camera_url, redact
 from wm.capture.camera import OFF, Camera, disabled, open_error
 from wm.capture.events import Cut
 
@@ -72,8 +73,10 @@ class Sources:
         if disabled(self.camera_spec) and disabled(self.mic_spec):
             raise WmError("nothing to record: camera and microphone are both switched off")
         if not disabled(self.camera_spec):
-            self.cam = Camera(self.camera_spec, width=c.video_width, height=c.video_height,
-                              fps=c.video_fps, stall_seconds=c.stall_seconds,
+            # the password (from WM_CAMERA_PASSWORD) goes into the URL here, at open
+            # time only; the Camera names itself by the redacted URL
+            self.cam = Camera(camera_url(self.camera_spec), width=c.video_width,
+                              height=c.video_height, fps=c.video_fps, stall_seconds=c.stall_seconds,
                               reopen_max_seconds=c.reopen_max_seconds, on_frame=self.on_frame,
                               on_state=lambda t, r: self.on_state("video", t, r))
         if not disabled(self.mic_spec):
@@ -166,6 +169,7 @@ class Sources:
         if self.file is not None:
             return Source(kind="file", name=str(self.file.path), offset=round(cut.source_time, 6),
                           video_stream=self.file.video_stream, audio_stream=self.file.audio_stream)
-        return Source(kind="live", name=f"camera {self.camera_spec}, microphone {self.mic_spec}",
+        return Source(kind="live",
+                      name=f"camera {redact(self.camera_spec)}, microphone {self.mic_spec}",
                       offset=0.0, video_stream=self.cam.description if self.cam else None,
                       audio_stream=self.mic.description if self.mic else None)

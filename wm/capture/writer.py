@@ -1,10 +1,11 @@
 """Writes a clip atomically: every file goes to a `.partial` name in its own folder, is
 fsynced and renamed with os.replace; the manifest goes last, so a clip either exists
 whole or not at all. A crash leaves at most the in-flight clip's `.partial` files, which
-`remove_partials` clears at the next start."""
+`remove_partials` clears at the next start, and (after the mp4 and stills were renamed,
+before the manifest) its media without a manifest, which `remove_orphan_media` clears
+(both in wm.capture.orphans)."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -13,39 +14,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wm.base.atomic import (
-    PARTIAL,
-    atomic_write_bytes,
-    commit_file,
-    fsync_dir,
-    partial_name,
-)
+from wm.base.atomic import atomic_write_bytes, commit_file, fsync_dir, partial_name
 from wm.base.manifest import AUDIO_ONLY, VIDEO_ONLY, Gap, Manifest, Source
 from wm.base.media import write_wav
 from wm.base.paths import Paths
+from wm.capture.orphans import remove_partials  # noqa: F401  (the daemon's watcher sweeps with it)
 
 if TYPE_CHECKING:
     import av
 
 # av and cv2 are imported where a clip is encoded, so a module that imports this one only
 # to sweep `.partial` files (the daemon's watcher) loads no codecs.
-
-
-def remove_partials(paths: Paths, min_age: float = 0.0) -> list[Path]:
-    """Delete the `.partial` files a crash left behind, only those untouched for `min_age`
-    seconds when it is given (a younger one may be a write in progress); returns what was
-    removed."""
-    now = time.time()
-    removed = []
-    for folder in paths.media_dirs():
-        for p in folder.rglob(f"*{PARTIAL}") if folder.exists() else []:
-            try:
-                if min_age <= 0 or now - p.stat().st_mtime >= min_age:
-                    p.unlink()
-                    removed.append(p)
-            except FileNotFoundError:  # its writer just finished it
-                pass
-    return removed
 
 
 @dataclass

@@ -14,13 +14,14 @@ import av
 import numpy as np
 
 from wm.base import log
-from wm.base.clipids import local_date
+from wm.base.clipids import local_date, on_date
 from wm.base.config import Settings
 from wm.base.manifest import FINAL, PADDED, Gap
 from wm.base.paths import Paths
 from wm.base.progress import Progress
+from wm.capture.diskfloor import DiskLow
 from wm.capture.ingest.audio import AudioPart
-from wm.capture.ingest.index import claim_id
+from wm.capture.ingest.index import FileId, claim_id, earlier_zero, note_start
 from wm.capture.ingest.probe import BadMedia, Probe, open_media, probe, why
 from wm.capture.ingest.timeline import StartWait
 from wm.capture.ingest.video import VideoPart
@@ -29,7 +30,18 @@ from wm.capture.segments import Segment, segments
 from wm.capture.writer import ClipMedia
 
 PENDING_SECONDS = 1.0      # how long to wait for the other stream's first frame
+STILL_WRITTEN = ("still being written: it changed while it was read; ingest it again once "
+                 "it is complete")
 TRUNCATION_SLACK = 1.0     # s: decoded content this much shorter than the header says: truncated
+
+
+class StoppedLow(DiskLow):
+    """The disk fell under its floor in the middle of a file: `clips` whole clips of it
+    (`seconds` of content) were written before the ingest stopped."""
+
+    def __init__(self, message: str, clips: int, seconds: float):
+        super().__init__(message)
+        self.clips, self.seconds = clips, seconds
 
 
 @dataclass
@@ -41,22 +53,28 @@ class FileResult:
     problem: str | None = None   # the file was only partly readable (clips so far are kept)
 
 
-def ingest_file(settings: Settings, paths: Paths, path: Path, date: str | None, fp: str,
+def ingest_file(settings: Settings, paths: Paths, path: Path, date: str | None, fid: FileId,
                 pool: ThreadPoolExecutor, reserved: set,
                 progress: Progress | None) -> FileResult:
-    """Cut one file into clips filed under `date` (or each clip's local start date);
-    BadMedia when it cannot be read at all."""
+    """Cut one file into clips (with `date`, moved onto that local day); BadMedia when it
+    cannot be read at all, or is still being written (it changed since `fid` was taken)."""
     logger = log.get("wm.ingest").bind(file=str(path))
     container = open_media(path)
-    writes = Writes(pool, paths, settings.capture, reserved, logger)
+    writes = Writes(pool, paths, settings.capture, settings.retention.min_free_gb, reserved,
+                    logger)
     try:
         with container:
-            found = probe(container, path, fp, logger)
+            found = probe(container, path, fid.fingerprint, fid.head, logger)
+            if fid.changed(path):
+                raise BadMedia(STILL_WRITTEN)
             job = _FileIngest(settings.capture, paths, path, date, found, writes, reserved,
-                              progress, logger)
+                              progress, logger, fid)
             job.decode(container)
             job.finish()
         writes.drain()
+    except DiskLow as e:
+        writes.abandon()
+        raise StoppedLow(str(e), writes.clips, writes.seconds) from None
     except BaseException:
         writes.abandon()
         raise
@@ -69,8 +87,10 @@ class _FileIngest:
     the file has no such stream) and every clip both have passed is cut and written."""
 
     def __init__(self, cap, paths: Paths, path: Path, date: str | None, found: Probe,
-                 writes: Writes, reserved: set, progress: Progress | None, logger):
+                 writes: Writes, reserved: set, progress: Progress | None, logger,
+                 fid: FileId):
         self.cap, self.paths, self.path, self.date, self.found = cap, paths, path, date, found
+        self.fid = fid
         self.writes, self.reserved, self.progress, self.log = writes, reserved, progress, logger
         self.result = FileResult()
         self.video = VideoPart(found.video, cap) if found.video is not None else None
@@ -78,6 +98,7 @@ class _FileIngest:
         self.parts = [p for p in (self.video, self.audio) if p is not None]
         self.wait = StartWait(len(self.parts), PENDING_SECONDS)
         self.t0: float | None = None   # container seconds of timeline zero, once known
+        self._wall_zero = None         # the wall time of timeline zero, once t0 is known
         self.decode_errors = 0
         self.held: ClipMedia | None = None     # built, waiting to learn whether it is the last
         self.next_clip = 0
@@ -148,6 +169,7 @@ class _FileIngest:
         total = self._position()
         for seg in self._last_segments(total):
             self._emit(seg)
+        self._drop_last_if_growing()
         if self.held is not None:
             self.held.flags.append(FINAL)
             self.writes.submit(self.held)
@@ -155,6 +177,15 @@ class _FileIngest:
         if self.decode_errors:
             self.log.warning("decode_errors", packets=self.decode_errors)
         self._check_length(total)
+
+    def _drop_last_if_growing(self) -> None:
+        """A file that grew while it was read: its last clip is not its last, and may be
+        short, so it is not written; the clips before it are whole (a later ingest of the
+        finished file keeps them and adds the rest)."""
+        if self.fid.changed(self.path):
+            self.log.warning("still_being_written", dropped=self.held.cid if self.held else None)
+            self.result.problem = STILL_WRITTEN
+            self.held = None
 
     def _last_segments(self, total: float) -> list[Segment]:
         """The segments of a `total`-second timeline not yet emitted; notes (and logs) the
@@ -194,16 +225,28 @@ class _FileIngest:
             return None
         return self._clip(seg, video, stills, audio, gaps)
 
+    def _zero(self):
+        """The wall time of timeline zero: the one an earlier ingest of this file (before
+        it grew) used, else the recording's own. With --date, moved onto that local day
+        at the same local time of day: a clip's day and its time always agree (a
+        recording that runs past midnight goes on into the next day)."""
+        if self._wall_zero is None:
+            zero = earlier_zero(self.paths, self.found.source)
+            if zero is None:
+                zero = self.found.wall_zero + timedelta(seconds=self.t0)
+                note_start(self.paths, self.found.source, zero)
+            self._wall_zero = on_date(zero, self.date) if self.date else zero
+        return self._wall_zero
+
     def _clip(self, seg: Segment, video: list, stills: list, audio: np.ndarray | None,
               gaps: list[Gap]) -> ClipMedia | None:
         """The clip of `seg` under a fresh id; None when it is already on disk (from an
         interrupted earlier run)."""
         offset = round(self.t0 + seg.start, 6)
-        start = self.found.wall_zero + timedelta(seconds=self.t0 + seg.start)
-        date = self.date or local_date(start)
+        start = self._zero() + timedelta(seconds=seg.start)
+        date = local_date(start)
         source = self.found.source
-        cid, there = claim_id(self.paths, self.reserved, source.fingerprint, date,
-                              start, offset)
+        cid, there = claim_id(self.paths, self.reserved, source, date, start, offset)
         if self.result.first is None:
             self.result.first = (date, cid)
         if there:

@@ -2,6 +2,8 @@
 sits in wall time."""
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,13 +22,36 @@ def why(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e)
 
 
-def check_file(path: Path) -> None:
-    if not path.exists():
-        raise BadMedia("no such file")
-    if path.is_dir():
+def check_file(path: Path) -> os.stat_result:
+    """The file's stat, or BadMedia why it cannot be ingested. Only a regular file is
+    opened: a FIFO or a device would block the reader (or never end)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise BadMedia("no such file") from None
+    if stat.S_ISDIR(st.st_mode):
         raise BadMedia("is a folder, not a file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        raise BadMedia(f"not a regular file (a {_kind(st.st_mode)}): only recordings on disk "
+                       "can be ingested")
+    if st.st_size == 0:
         raise BadMedia("empty file")
+    return st
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def open_media(path: Path):
@@ -37,6 +62,8 @@ def open_media(path: Path):
 
 
 def estimate_seconds(path: Path) -> float:
+    if not is_regular(path):   # opening a FIFO would wait for a writer forever
+        return 0.0
     try:
         with av.open(str(path)) as c:
             return c.duration / av.time_base if c.duration else 0.0
@@ -114,7 +141,7 @@ class Probe:
         return [s for s in (self.video, self.audio) if s is not None]
 
 
-def probe(container, path: Path, fp: str, logger) -> Probe:
+def probe(container, path: Path, fp: str, head: str | None, logger) -> Probe:
     video, vdesc = pick_video(container.streams)
     audio, adesc = pick_audio(container.streams)
     if video is None and audio is None:
@@ -124,7 +151,7 @@ def probe(container, path: Path, fp: str, logger) -> Probe:
     for s in chosen:
         s.thread_type = "AUTO"   # frame threads: decoding keeps pace with the writers
     source = Source(kind="file", name=str(path.resolve()), video_stream=vdesc,
-                    audio_stream=adesc, fingerprint=fp)
+                    audio_stream=adesc, fingerprint=fp, head=head)
     header = container.duration / av.time_base if container.duration else None
     return Probe(video, audio, source, header, _wall_zero(container, chosen, path, header))
 

@@ -16,8 +16,9 @@ from wm.base.config import Settings
 from wm.base.errors import WmError
 from wm.base.paths import Paths
 from wm.base.progress import Progress
-from wm.capture.ingest.file import ingest_file
-from wm.capture.ingest.index import already_ingested, fingerprint, remember
+from wm.capture.diskfloor import check_room
+from wm.capture.ingest.file import StoppedLow, ingest_file
+from wm.capture.ingest.index import already_ingested, identify, remember
 from wm.capture.ingest.probe import BadMedia, check_file, estimate_seconds, why
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts",
@@ -46,9 +47,11 @@ class IngestSummary:
 
 def run_ingest(settings: Settings, paths: Paths, files: list[Path], date: str | None) -> int:
     """`wm ingest [FILE...] [--date D]`: exit 0 when every file went in (or was already
-    in), 1 when any failed."""
+    in), 1 when any failed. DiskLow (exit 1) when the disk is under
+    retention.min_free_gb: nothing is ingested."""
     if not files:
         files = _raw_files(paths, date)
+    check_room(paths.root, settings.retention.min_free_gb, "wm ingest")
     level = logging.getLogger().level
     if level > logging.DEBUG:
         # the bar and the summary are the console's story: the per-file details
@@ -75,9 +78,10 @@ def _raw_files(paths: Paths, date: str | None) -> list[Path]:
 
 def ingest_files(settings: Settings, paths: Paths, files: list[Path], date: str | None,
                  show_progress: bool = True) -> IngestSummary:
-    """Ingest each file into clips filed under `date` (or each clip's local start date).
-    A file that fails is reported in `errors` (and the log) and the others still go in;
-    a file already ingested is skipped."""
+    """Ingest each file into clips (with `date`, on that local day). A file that fails is
+    reported in `errors` (and the log) and the others still go in; a file already
+    ingested is skipped. When the disk falls under retention.min_free_gb, the ingest
+    stops between two clips: the file in hand and the rest are reported, not ingested."""
     summary = IngestSummary()
     files = [Path(f) for f in files]
     expected = {f: estimate_seconds(f) for f in files} if show_progress else {}
@@ -89,6 +93,14 @@ def ingest_files(settings: Settings, paths: Paths, files: list[Path], date: str 
             before = progress.done if progress is not None else 0.0
             try:
                 _ingest_one(settings, paths, path, date, pool, reserved, progress, summary)
+            except StoppedLow as e:
+                summary.clips += e.clips
+                summary.seconds += e.seconds
+                _failed(summary, path, f"{e}; kept {e.clips} clip{'s' * (e.clips != 1)}",
+                        progress)
+                for rest in files[files.index(path) + 1:]:
+                    _failed(summary, rest, "not ingested: the disk is under its floor", progress)
+                break
             finally:
                 if progress is not None:   # a skipped or failed file counts as done on the bar
                     progress.update(max(0.0, expected[path] - (progress.done - before)))
@@ -106,17 +118,18 @@ def _ingest_one(settings: Settings, paths: Paths, path: Path, date: str | None,
                 summary: IngestSummary) -> None:
     logger = log.get("wm.ingest")
     try:
-        check_file(path)
-        fp = fingerprint(path)
-        if already_ingested(paths, fp) is not None:
+        fid = identify(path, check_file(path))
+        if already_ingested(paths, fid.fingerprint) is not None:
             summary.skipped += 1
             logger.info("already_ingested", file=str(path))
             return
-        result = ingest_file(settings, paths, path, date, fp, pool, reserved, progress)
+        result = ingest_file(settings, paths, path, date, fid, pool, reserved, progress)
     except (BadMedia, av.error.FFmpegError, OSError) as e:
         reason = str(e) if isinstance(e, BadMedia) else why(e)
         _failed(summary, path, reason, progress)
         return
+    except StoppedLow:
+        raise   # not this file's fault: the whole ingest stops
     except Exception as e:
         if logging.getLogger().isEnabledFor(logging.DEBUG):   # --debug: the traceback
             raise
@@ -130,7 +143,7 @@ def _ingest_one(settings: Settings, paths: Paths, path: Path, date: str | None,
         kept = f"kept {result.clips} clip{'s' * (result.clips != 1)}"
         _failed(summary, path, f"{result.problem}; {kept}", progress)
         return
-    remember(paths, fp, path, result.first, result.clips)
+    remember(paths, fid.fingerprint, path, result.first, result.clips)
     summary.files += 1
     logger.info("ingested", file=str(path), clips=result.clips,
                 seconds=round(result.seconds, 3), dropped=round(result.dropped, 3))
