@@ -28,6 +28,11 @@ def damaged_root(home):
         os.utime(p, (OLD, OLD))
     fresh = home.clips_dir(DATE) / "20250115T090012Z.wav.partial"    # being written now
     fresh.write_bytes(b"in flight")
+    # a crash between a clip's media and its manifest: media nobody will ever queue
+    orphan = home.frame(DATE, "20250115T090015Z", 0)
+    orphan.write_bytes(b"jpeg")
+    os.utime(orphan, (OLD, OLD))
+    stale.append(orphan)
     # a queued clip whose files vanished
     gone = clips[1]
     for f in home.clips_dir(DATE).glob(f"{gone.manifest.id}*"):
@@ -42,8 +47,8 @@ def test_check_finds_each_problem_and_repair_fixes_them(home, run_wm):
     clips, stale, fresh = damaged_root(home)
     r = run_wm("check")
     assert r.code == 1, r.out + r.err
-    for expected in ("stale partial write", "queued clip without files", "clip not queued yet",
-                     "claim of a dead process"):
+    for expected in ("stale partial write", "orphan media", "queued clip without files",
+                     "clip not queued yet", "claim of a dead process"):
         assert expected in r.out
     assert all(p.exists() for p in stale)             # a check alone changes nothing
 

@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = cmd("ingest", _ingest, "cut recorded video files into 3-second clips")
     sp.add_argument("files", nargs="*", help="video files (default: everything in data/raw/DATE/)")
-    sp.add_argument("--date", type=_date, help="local day to file the clips under (YYYY-MM-DD)")
+    sp.add_argument("--date", type=_date, help="the local day the recording was made (YYYY-MM-DD):"
+                    " its clips go on that day at their own time of day")
 
     sp = cmd("config", None, "show the effective settings")
     csub = sp.add_subparsers(dest="config_command", required=True, metavar="ACTION")

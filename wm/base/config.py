@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from wm.base.errors import WmError
+from wm.base.redact import redact
 from wm.base.settings import (
     NOT_SETTINGS,
     AlignSettings,
@@ -195,8 +196,9 @@ def flatten(settings: Settings) -> list[tuple[str, object, str]]:
 
 
 def render(settings: Settings, home: Path, as_json: bool = False) -> str:
-    """`wm config show`: every setting, its value and where it came from."""
-    rows = flatten(settings)
+    """`wm config show`: every setting, its value and where it came from (a camera URL's
+    password shown as ***)."""
+    rows = [(k, redact(v) if isinstance(v, str) else v, src) for k, v, src in flatten(settings)]
     if as_json:
         return json.dumps({"home": str(home),
                            "settings": [{"key": k, "value": v, "source": src}

@@ -5,13 +5,12 @@ every manifest and every shard header."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-from wm.base.atomic import PARTIAL
 from wm.base.config import Settings
 from wm.base.paths import Paths
 from wm.base.queue import PURGED, QUEUED, Queue, owner_process
+from wm.capture.orphans import find_orphan_media, find_stale_partials, pid_alive
 from wm.capture.scan import queue_clip
 from wm.check.problems import Problem
 
@@ -20,37 +19,25 @@ from wm.check.problems import Problem
 PARTIAL_GRACE_SECONDS = 15 * 60
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove(path: Path) -> str:
     path.unlink(missing_ok=True)
     return f"removed {path}"
 
 
 def stale_partials(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
-    """`.partial` files anywhere under the root older than the grace period."""
-    now = time.time() if now is None else now
-    found = []
-    for top in (paths.data, paths.state, paths.checkpoints, paths.embeddings, paths.reports):
-        if not top.is_dir():
-            continue
-        for p in top.rglob(f"*{PARTIAL}*"):
-            try:
-                age = now - p.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if age > PARTIAL_GRACE_SECONDS and p.is_file():
-                found.append(Problem("stale partial write", str(p.relative_to(paths.root)),
-                                     f"{age / 3600:.1f} h old", lambda p=p: _remove(p)))
-    return found
+    """`.partial` files anywhere under the root left by a crash (older than the grace
+    period, and not named for a writer that is still alive)."""
+    return [Problem("stale partial write", str(p.relative_to(paths.root)), "",
+                    lambda p=p: _remove(p))
+            for p in find_stale_partials(paths, min_age=PARTIAL_GRACE_SECONDS, now=now)]
+
+
+def orphan_media(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+    """Clip media without a manifest (a crash between the media and the manifest): the
+    clip was never finished, so it was never queued nor counted."""
+    return [Problem("orphan media", str(o.path.relative_to(paths.root)), f"{o.bytes} bytes",
+                    lambda o=o: _remove(o.path))
+            for o in find_orphan_media(paths, now=now, days=None)]
 
 
 def dead_claims(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
@@ -66,7 +53,7 @@ def dead_claims(settings: Settings, paths: Paths, now: float | None = None) -> l
     found = []
     for owner in owners:
         proc = owner_process(owner)
-        if proc is not None and proc[0] == node and not _pid_alive(proc[1]):
+        if proc is not None and proc[0] == node and not pid_alive(proc[1]):
             found.append(Problem("claim of a dead process", owner, "its clips wait for the lease",
                                  lambda o=owner: _release(paths, o)))
     return found
