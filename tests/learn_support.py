@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 from datetime import date, timedelta
 
+import pytest
+import torch
+
 from wm.base import config
 from wm.base.paths import Paths
 from wm.base.queue import Queue
@@ -22,6 +25,16 @@ TINY = {"learn": {
             "negative_exclusion": 3, "steps": 200, "lr": 0.001},
     "align": {"dim": 32, "steps": 200, "lr": 0.001},
 }}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch on one thread (autouse where a test module imports it): the tests' timings
+    and the machine's other users both need it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def merge(base: dict, over: dict) -> dict:

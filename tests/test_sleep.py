@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from learn_support import TINY, day, merge, queue_day, tiny_settings
+from learn_support import (
+    TINY,
+    day,
+    merge,
+    one_thread,  # noqa: F401 (an autouse fixture)
+    queue_day,
+    tiny_settings,
+)
 
 from wm.base.errors import WmError
 from wm.base.paths import Paths
@@ -27,14 +34,6 @@ from wm.nightly.run import run_sleep
 
 DAY = day(1)
 SHORT = {"jepa": {"steps": 40}, "cpc": {"steps": 20}, "align": {"steps": 20}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class StopAfter:

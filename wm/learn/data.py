@@ -4,8 +4,11 @@ yesterday is not forgotten. Media are read lazily, batch by batch: a whole day o
 does not fit in a laptop's memory."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import wave
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import cv2
 import numpy as np
@@ -14,12 +17,12 @@ from wm.base import log
 from wm.base.manifest import Manifest
 from wm.base.media import read_wav
 from wm.base.paths import Paths
-from wm.base.queue import PURGED, QUEUED, Queue, QueueItem
-
-REPLAY_POOL = 4096   # earlier clips sampled per night; batches draw from this pool
-HELD_OUT_MAX = 512   # clips kept out of training to measure the night on
 
 _log = log.get("wm.learn")
+T = TypeVar("T")
+# What reading a clip's media may raise when a file is damaged or gone (wave.Error is
+# not an OSError; a WAV cut at an odd byte is a ValueError from NumPy).
+MEDIA_ERRORS = (OSError, EOFError, ValueError, wave.Error)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,31 @@ class ClipRef:
     audio: Path | None
 
 
+class NoReadableClips(Exception):
+    """Every clip a stage could draw from turned out unreadable: the stage ends early."""
+
+
+class Unreadable:
+    """Clips whose media could not be read tonight, with the reason: left out of the rest
+    of the night's training (one warning each) and counted in the report. The JEPA loader
+    thread adds to it while the main thread reads it."""
+
+    def __init__(self, known: dict[str, str] | None = None):
+        self.clips: dict[str, str] = dict(known or {})
+        self._lock = threading.Lock()
+
+    def add(self, clip: ClipRef, error: str) -> None:
+        with self._lock:
+            if clip.id in self.clips:
+                return
+            self.clips[clip.id] = error
+        _log.warning("clip_media_unreadable", clip=clip.id, error=error,
+                     note="left out of tonight's training")
+
+    def readable(self, clips: list[ClipRef]) -> list[ClipRef]:
+        return [c for c in clips if c.id not in self.clips]
+
+
 @dataclass
 class NightData:
     date: str                    # the night's name: the newest day it learns
@@ -38,6 +66,7 @@ class NightData:
     train: list[ClipRef]
     held_out: list[ClipRef]
     replay: list[ClipRef]
+    unreadable: Unreadable = field(default_factory=Unreadable)
 
     @property
     def newest_start(self) -> float:
@@ -51,49 +80,6 @@ def clip_ref(paths: Paths, manifest: Manifest) -> ClipRef:
                    audio if audio is not None and audio.exists() else None)
 
 
-def read_clips(paths: Paths, items: list[QueueItem]) -> list[ClipRef]:
-    """ClipRefs for queue items whose media are still there; unreadable manifests are
-    logged and skipped (one bad clip must not stop a night)."""
-    out = []
-    for item in items:
-        try:
-            ref = clip_ref(paths, Manifest.read(paths.data / item.manifest))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            _log.warning("clip_unreadable", clip=item.clip_id, file=item.manifest, error=str(e))
-            continue
-        if ref.stills or ref.audio:
-            out.append(ref)
-    return out
-
-
-def night_data(paths: Paths, date: str | None, seed: int) -> NightData | None:
-    """With a date: every clip of that day (queued or committed). Without: every queued
-    clip, whatever its day. None when there is nothing to learn from."""
-    q = Queue(paths.memory_db)
-    try:
-        if date is not None:
-            items = [i for i in q.items(date=date) if i.state != PURGED]
-        else:
-            items = q.items(state=QUEUED)
-        if not items:
-            return None
-        dates = sorted({i.date for i in items})
-        others = [i for i in q.items() if i.state != PURGED and i.date not in dates]
-    finally:
-        q.close()
-    rng = np.random.default_rng([seed, int(dates[-1].replace("-", ""))])
-    if len(others) > REPLAY_POOL:
-        others = [others[i] for i in np.sort(rng.choice(len(others), REPLAY_POOL, replace=False))]
-    clips = read_clips(paths, items)
-    n_eval = min(max(8, len(clips) // 10), len(clips) // 4, HELD_OUT_MAX)
-    held = set(rng.choice(len(clips), n_eval, replace=False).tolist()) if n_eval else set()
-    return NightData(
-        date=dates[-1], dates=dates,
-        train=[c for i, c in enumerate(clips) if i not in held],
-        held_out=[c for i, c in enumerate(clips) if i in held],
-        replay=read_clips(paths, others))
-
-
 def pick(rng: np.random.Generator, today: list[ClipRef], replay: list[ClipRef], n: int,
          replay_fraction: float) -> list[ClipRef]:
     """n clips for one batch: a `replay_fraction` share from earlier days when there are any."""
@@ -105,11 +91,48 @@ def pick(rng: np.random.Generator, today: list[ClipRef], replay: list[ClipRef], 
     return new + old
 
 
-def load_rgb(path: Path) -> np.ndarray:
+def draw_readable(rng: np.random.Generator, today: list[ClipRef], replay: list[ClipRef], n: int,
+                  replay_fraction: float, load: Callable[[ClipRef], T], bad: Unreadable) -> list[T]:
+    """`load(clip)` for n clips drawn as `pick` draws them. A clip whose media cannot be
+    read goes into `bad`, out of its pool (the lists change) and another is drawn in its
+    place; NoReadableClips when none is left."""
+    out: list[T] = []
+    while len(out) < n:
+        if not today and not replay:
+            raise NoReadableClips()
+        for c in pick(rng, today, replay, n - len(out), replay_fraction):
+            if c.id in bad.clips:        # drawn twice in one batch, and failed the first time
+                continue
+            try:
+                out.append(load(c))
+            except MEDIA_ERRORS as e:
+                bad.add(c, str(e))
+                for pool in (today, replay):
+                    pool[:] = [x for x in pool if x.id != c.id]
+    return out
+
+
+def read_clip_audio(path: Path) -> np.ndarray:
+    """A clip's int16 samples; a WAV with fewer samples than its header promises (cut
+    short by a crash or a full disk) is unreadable: its zero tail would teach silence."""
+    with wave.open(str(path), "rb") as w:
+        promised = w.getnframes()
+    samples, _ = read_wav(path)
+    if samples.size < promised:
+        raise EOFError(f"{path}: truncated WAV ({samples.size} of {promised} samples)")
+    return samples
+
+
+def read_still(path: Path) -> np.ndarray:
+    """A still as BGR (as OpenCV reads it); OSError where OpenCV gives nothing back."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise OSError(f"{path}: cannot be read as an image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(read_still(path), cv2.COLOR_BGR2RGB)
 
 
 class StillCache:
@@ -167,27 +190,35 @@ def crop(rgb: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, ::-1]) if box.mirror else out
 
 
-def frame_pairs(rng: np.random.Generator, clips: list[ClipRef], size: int, cross_frame: bool,
-                cache: StillCache) -> tuple[np.ndarray, np.ndarray]:
-    """Two stills of each clip under one random crop, uint8 RGB (n, size, size, 3) each: the
+def frame_pair(rng: np.random.Generator, clip: ClipRef, size: int, cross_frame: bool,
+               cache: StillCache) -> tuple[np.ndarray, np.ndarray]:
+    """Two stills of a clip under one random crop, uint8 RGB (size, size, 3) each: the
     student's frame and the teacher's. With `cross_frame` the teacher's is another still
     of the same clip (a second or two later), else the same still."""
-    now, later = [], []
-    for c in clips:
-        k = int(rng.integers(len(c.stills)))
-        j = k
-        if cross_frame and len(c.stills) > 1:
-            j = (k + int(rng.integers(1, len(c.stills)))) % len(c.stills)
-        box = random_box(rng)
-        now.append(crop(cache.get(c.stills[k]), box, size))
-        later.append(crop(cache.get(c.stills[j]), box, size) if j != k else now[-1])
-    return np.stack(now), np.stack(later)
+    k = int(rng.integers(len(clip.stills)))
+    j = k
+    if cross_frame and len(clip.stills) > 1:
+        j = (k + int(rng.integers(1, len(clip.stills)))) % len(clip.stills)
+    box = random_box(rng)
+    now = crop(cache.get(clip.stills[k]), box, size)
+    return now, (crop(cache.get(clip.stills[j]), box, size) if j != k else now)
+
+
+def frame_pairs(rng: np.random.Generator, clips: list[ClipRef], size: int, cross_frame: bool,
+                cache: StillCache) -> tuple[np.ndarray, np.ndarray]:
+    """frame_pair of each clip, stacked: (n, size, size, 3) twice."""
+    pairs = [frame_pair(rng, c, size, cross_frame, cache) for c in clips]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def clip_audio(clip: ClipRef, samples: int) -> np.ndarray:
+    """A clip's audio, int16, cut or zero-padded to `samples`."""
+    out = np.zeros(samples, np.int16)
+    x = read_clip_audio(clip.audio)
+    out[: min(samples, x.size)] = x[:samples]
+    return out
 
 
 def audio_batch(clips: list[ClipRef], samples: int) -> np.ndarray:
     """Each clip's audio, int16 (n, samples) (cut or zero-padded to `samples`)."""
-    out = np.zeros((len(clips), samples), np.int16)
-    for i, c in enumerate(clips):
-        x, _ = read_wav(c.audio)
-        out[i, : min(samples, x.size)] = x[:samples]
-    return out
+    return np.stack([clip_audio(c, samples) for c in clips]) if clips else np.zeros((0, samples), np.int16)

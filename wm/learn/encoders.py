@@ -13,9 +13,10 @@ from wm.learn.cpc import to_wave
 from wm.learn.embeddings import ClipEmbeddings, Embedder  # noqa: F401 (ClipEmbeddings: re-exported)
 from wm.learn.fixed import VERSION_0, FixedEncoders
 from wm.learn.jepa import embed_images, to_input
+from wm.learn.modelfiles import load_checkpoint, load_version, newest_usable  # noqa: F401 (load_checkpoint: re-exported)
 from wm.learn.models import ModelConfig, Models
 from wm.learn.train import autocast, pick_device
-from wm.learn.versions import all_versions, latest_version
+from wm.learn.versions import all_versions
 
 IMAGE_CHUNK = 32      # stills per forward pass: bounded memory, still large matmuls
 AUDIO_CHUNK = 32      # clip-length windows per forward pass
@@ -105,15 +106,6 @@ class Encoders(Embedder):
         return out[0], out[1]
 
 
-def load_checkpoint(path, device: torch.device) -> dict:
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise WmError(f"{path}: model checkpoint is missing") from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise WmError(f"{path}: model checkpoint cannot be read ({e})") from None
-
-
 def models_from_checkpoint(ckpt: dict) -> Models:
     models = Models(ModelConfig.from_dict(ckpt["config"]))
     models.load_state_dict(ckpt["models"])
@@ -121,19 +113,22 @@ def models_from_checkpoint(ckpt: dict) -> Models:
 
 
 def load_encoders(settings: Settings, paths: Paths, version: str | None = None) -> Embedder:
-    """The newest promoted version (version 0 while none is), or the named one (promoted
-    or not)."""
+    """The newest promoted version whose file loads (older promoted ones, then version 0,
+    stand in for one whose file is missing or corrupt), or the named one (promoted or
+    not; a WmError if its file fails)."""
     if version == VERSION_0:
         return FixedEncoders(settings.capture.sample_rate)
+    # Loaded on the CPU and moved once the models are built: no second copy on the GPU.
+    cpu = torch.device("cpu")
     if version is None:
-        v = latest_version(paths)
-        if v is None:
+        found = newest_usable(paths, cpu)
+        if found is None:
             return FixedEncoders(settings.capture.sample_rate)
+        v, ckpt = found
     else:
-        found = [x for x in all_versions(paths) if x.version == version]
-        if not found:
+        named = [x for x in all_versions(paths) if x.version == version]
+        if not named:
             raise WmError(f"model version {version} is not known (see `wm status`)")
-        v = found[0]
-    device = pick_device(settings.learn.device)
-    return Encoders(models_from_checkpoint(load_checkpoint(paths.root / v.checkpoint, device)),
-                    v.version, device)
+        v = named[0]
+        ckpt = load_version(paths, v, cpu)
+    return Encoders(models_from_checkpoint(ckpt), v.version, pick_device(settings.learn.device))

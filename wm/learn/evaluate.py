@@ -50,14 +50,15 @@ def cpc_accuracy(encoders: Encoders, waves: np.ndarray, seed: int = 0) -> np.nda
 def evaluate(encoders: Encoders, data: NightData, rng: np.random.Generator, min_rank: float,
              min_std: float, should_stop: Callable[[], bool]) -> Evaluation | None:
     """None if a stop was requested on the way."""
-    held = data.held_out
-    rest = [data.train[i] for i in rng.choice(len(data.train), min(len(data.train),
-                                                                   max(0, SPREAD_SAMPLE - len(held))),
-                                              replace=False)]
-    emb = embed_refs(encoders, held + rest, should_stop)
+    bad = data.unreadable
+    held, train = bad.readable(data.held_out), bad.readable(data.train)
+    rest = [train[i] for i in rng.choice(len(train), min(len(train), max(0, SPREAD_SAMPLE - len(held))),
+                                         replace=False)]
+    emb = embed_refs(encoders, held + rest, should_stop, bad)
     if emb is None:
         return None
     video, audio = emb
+    held = bad.readable(held)          # the first rows of video and audio
     sv, sa = encoders.shared(video, audio)
     cpc = encoders.config.cpc
     with_audio = [c for c in held if c.audio]

@@ -17,14 +17,15 @@ import torch
 from wm.base import log
 from wm.base.config import Settings
 from wm.base.paths import Paths
-from wm.learn.data import NightData
-from wm.learn.encoders import Encoders, load_checkpoint, models_from_checkpoint
+from wm.learn.data import NightData, NoReadableClips
+from wm.learn.encoders import Encoders, models_from_checkpoint
 from wm.learn.evaluate import evaluate
+from wm.learn.modelfiles import ModelFileError, load_checkpoint, newest_usable
 from wm.learn.models import ModelConfig, Models, build_models
 from wm.learn.report import NightReport, summarise, write_report
 from wm.learn.stages import AlignStage, CpcStage, JepaStage
 from wm.learn.train import Loop, StageRecord, atomic_save, param_groups, run_stage
-from wm.learn.versions import latest_version, next_version_name, record_version
+from wm.learn.versions import next_version_name, record_version
 
 STAGES = (JepaStage.name, CpcStage.name, AlignStage.name)
 UNITS = {JepaStage.name: JepaStage.unit, CpcStage.name: CpcStage.unit, AlignStage.name: AlignStage.unit}
@@ -61,10 +62,10 @@ class Night:
 
     # -- starting point --------------------------------------------------------------
     def load_or_start(self) -> str:
-        """Resume an unfinished night, or start from the newest promoted model (or from
-        scratch). Returns what happened, for the log."""
-        if self.path.exists():
-            ckpt = load_checkpoint(self.path, self.device)
+        """Resume an unfinished night, or start from the newest promoted model whose file
+        loads (or from scratch). Returns what happened, for the log."""
+        ckpt = self._saved_state()
+        if ckpt is not None:
             config = ModelConfig.from_dict(ckpt["config"])
             if ckpt.get("format") != STATE_FORMAT or not config.same_architecture(self.config):
                 _log.warning("checkpoint_incompatible", file=str(self.path))
@@ -75,9 +76,9 @@ class Night:
                 self._restore(ckpt)
                 return "resumed " + ", ".join(f"{n} at step {r.step}" for n, r in self.records.items()
                                               if not r.done)
-        v = latest_version(self.paths)
-        if v is not None:
-            ckpt = load_checkpoint(self.paths.root / v.checkpoint, self.device)
+        found = newest_usable(self.paths, self.device)
+        if found is not None:
+            v, ckpt = found
             if ModelConfig.from_dict(ckpt["config"]).same_architecture(self.config):
                 self.models = models_from_checkpoint(ckpt)
                 self.models.config = self.config
@@ -86,6 +87,20 @@ class Night:
             _log.warning("architecture_changed", version=v.version, note="training from scratch")
         self.models = build_models(self.config, self.settings.learn.seed)
         return "starting from scratch"
+
+    def _saved_state(self) -> dict | None:
+        """The night's own checkpoint, if there is one that loads. One that does not (cut
+        by a crash the rename should have prevented, a bad disk block) is logged and left
+        to be overwritten by the night's next save: the night starts over instead of
+        failing every time."""
+        if not self.path.exists():
+            return None
+        try:
+            return load_checkpoint(self.path, self.device)
+        except ModelFileError as e:
+            _log.warning("checkpoint_unreadable", file=str(self.path), problem=e.problem, detail=e.detail,
+                         note="starting the night over")
+            return None
 
     def _restore(self, ckpt: dict) -> None:
         self.models = Models(self.config)
@@ -96,6 +111,8 @@ class Night:
         self.gen.set_state(ckpt["rng"]["torch"].cpu())
         self.version, self.trained_until = ckpt["version"], ckpt["trained_until"]
         self.started_from = ckpt["started_from"]
+        for clip_id, error in ckpt.get("unreadable", {}).items():
+            self.data.unreadable.clips.setdefault(clip_id, error)
 
     def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         atomic_save({
@@ -105,7 +122,7 @@ class Night:
             "records": {n: r.to_dict() for n, r in self.records.items()},
             "rng": {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state()},
             "version": self.version, "trained_until": self.trained_until,
-            "started_from": self.started_from,
+            "started_from": self.started_from, "unreadable": dict(self.data.unreadable.clips),
         }, self.path)
 
     # -- the stages --------------------------------------------------------------------
@@ -143,7 +160,13 @@ class Night:
                         checkpoint_seconds=learn.checkpoint_minutes * 60, deadline=deadline,
                         warmup=learn.warmup_steps, log_every=learn.log_every)
             _log.info("stage_started", stage=name, step=rec.step, of=rec.max_steps, device=str(self.device))
-            if not run_stage(stage, rec, opt, loop):
+            try:
+                finished = run_stage(stage, rec, opt, loop)
+            except NoReadableClips:
+                finished, rec.done, rec.planned = True, True, rec.step
+                rec.note = f"ended at step {rec.step}: no clip with readable media left"
+                _log.warning("stage_out_of_clips", stage=name, step=rec.step)
+            if not finished:
                 self.save(opt)
                 _log.info("stage_interrupted", stage=name, step=rec.step, checkpoint=str(self.path))
                 return False
@@ -167,10 +190,11 @@ class Night:
                          min_rank=learn.collapse_min_rank, min_std=learn.collapse_min_std)
         version = next_version_name(self.paths, self.data.date)
         model_file = self.paths.daily_checkpoint_dir(self.data.date) / f"model-{version}.pt"
-        atomic_save({"format": STATE_FORMAT, "version": version, "config": self.config.to_dict(),
-                     "models": self.models.state_dict()}, model_file)
+        # atomic_save returns once the file is durable: only then may a row point at it.
+        sha256 = atomic_save({"format": STATE_FORMAT, "version": version, "config": self.config.to_dict(),
+                              "models": self.models.state_dict()}, model_file)
         record_version(self.paths, version, self.data.date, str(model_file.relative_to(self.paths.root)),
-                       promoted)
+                       promoted, sha256)
         self.version, self.trained_until = version, self.data.newest_start
         self.save()
         _log.info("version_recorded", version=version, promoted=promoted)
@@ -180,7 +204,8 @@ class Night:
             clips_train=len(self.data.train), clips_held_out=len(self.data.held_out),
             clips_replay=len(self.data.replay), dates=self.data.dates,
             stages={n: summarise(r, UNITS[n]) for n, r in self.records.items()},
-            evaluation=ev)
+            evaluation=ev, clips_unreadable=len(self.data.unreadable.clips),
+            unreadable=dict(self.data.unreadable.clips))
         json_path, _ = write_report(self.paths, report, self.records)
         _log.info("report_written", file=str(json_path))
         return report

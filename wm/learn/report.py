@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -46,6 +46,8 @@ class NightReport:
     dates: list[str]
     stages: dict[str, StageSummary]
     evaluation: Evaluation
+    clips_unreadable: int = 0                  # left out of training: media could not be read
+    unreadable: dict[str, str] = field(default_factory=dict)   # clip id -> why
 
 
 def curve(values: list[float], points: int = CURVE_POINTS) -> list[list[float]]:

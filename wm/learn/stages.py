@@ -4,14 +4,24 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 
 from wm.base.config import Settings
-from wm.base.media import read_wav
 from wm.learn.cpc import WINDOW_SECONDS, random_windows, to_wave
-from wm.learn.data import ClipRef, NightData, StillCache, audio_batch, frame_pairs, pick
+from wm.learn.data import (
+    MEDIA_ERRORS,
+    ClipRef,
+    NightData,
+    NoReadableClips,
+    StillCache,
+    Unreadable,
+    clip_audio,
+    draw_readable,
+    frame_pair,
+    read_clip_audio,
+    read_still,
+)
 from wm.learn.encoders import Encoders
 from wm.learn.jepa import to_input
 from wm.learn.masks import sample_masks, spec_for
@@ -43,8 +53,9 @@ class JepaStage(Stage):
         self.replay_fraction = s.replay_fraction
         self.module = torch.nn.ModuleList([self.jepa.encoder, self.jepa.predictor])
         self.spec = spec_for(self.s.image_size, self.s.patch_size, self.s.mask_ratio, self.s.target_blocks)
-        self.today = [c for c in data.train if c.stills]
-        self.replay = [c for c in data.replay if c.stills]
+        self.bad = data.unreadable
+        self.today = [c for c in self.bad.readable(data.train) if c.stills]
+        self.replay = [c for c in self.bad.readable(data.replay) if c.stills]
         self.cache = StillCache(self.s.image_size)
         # The next micro-batch is decoded and cropped in a thread while this one trains
         # (OpenCV lets go of the GIL); only that thread draws from `rng` in this stage.
@@ -56,8 +67,10 @@ class JepaStage(Stage):
         return bool(self.today or self.replay)
 
     def _load(self, m: int):
-        clips = pick(self.rng, self.today, self.replay, m, self.replay_fraction)
-        now, later = frame_pairs(self.rng, clips, self.s.image_size, self.s.cross_frame, self.cache)
+        pairs = draw_readable(self.rng, self.today, self.replay, m, self.replay_fraction,
+                              lambda c: frame_pair(self.rng, c, self.s.image_size, self.s.cross_frame,
+                                                   self.cache), self.bad)
+        now, later = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         return now, later, sample_masks(self.rng, self.spec, m)
 
     def step(self, step: int, total: int, should_stop: Callable[[], bool]) -> dict[str, float] | None:
@@ -77,7 +90,7 @@ class JepaStage(Stage):
 
     def close(self) -> None:
         if self.ahead is not None:
-            self.ahead.result()
+            self.ahead.exception()     # wait for it; a failed prefetch no step will use is moot
         self.loader.shutdown()
 
     def after_step(self, step: int, total: int) -> None:
@@ -96,8 +109,9 @@ class CpcStage(Stage):
         self.samples = settings.capture.clip_samples
         self.window = int(WINDOW_SECONDS * settings.capture.sample_rate)
         self.module = self.cpc
-        self.today = [c for c in data.train if c.audio]
-        self.replay = [c for c in data.replay if c.audio]
+        self.bad = data.unreadable
+        self.today = [c for c in self.bad.readable(data.train) if c.audio]
+        self.replay = [c for c in self.bad.readable(data.replay) if c.audio]
 
     @property
     def has_data(self) -> bool:
@@ -108,8 +122,9 @@ class CpcStage(Stage):
         for m in _micro(self.batch, self.micro):
             if should_stop():
                 return None
-            clips = pick(self.rng, self.today, self.replay, m, self.replay_fraction)
-            waves = random_windows(self.rng, audio_batch(clips, self.samples), self.window)
+            audio = draw_readable(self.rng, self.today, self.replay, m, self.replay_fraction,
+                                  lambda c: clip_audio(c, self.samples), self.bad)
+            waves = random_windows(self.rng, np.stack(audio), self.window)
             loss, acc = self.cpc.loss(to_wave(waves, self.device), self.gen)
             (loss * (m / self.batch)).backward()
             loss_sum += loss.item() * m / self.batch
@@ -117,20 +132,40 @@ class CpcStage(Stage):
         return {"loss": loss_sum, "accuracy": acc_sum}
 
 
-def load_clip_media(clips: list[ClipRef]) -> tuple[list[list[np.ndarray]], list[np.ndarray | None]]:
-    """BGR stills and int16 audio of each clip, as Encoders.embed_clips takes them."""
-    stills = [[img for img in (cv2.imread(str(p)) for p in c.stills) if img is not None] for c in clips]
-    audio = [read_wav(c.audio)[0] if c.audio else None for c in clips]
+def _clip_media(c: ClipRef) -> tuple[list[np.ndarray], np.ndarray | None]:
+    return [read_still(p) for p in c.stills], read_clip_audio(c.audio) if c.audio else None
+
+
+def load_clip_media(clips: list[ClipRef], bad: Unreadable | None = None
+                    ) -> tuple[list[list[np.ndarray]], list[np.ndarray | None]]:
+    """BGR stills and int16 audio of each clip, as Encoders.embed_clips takes them. With
+    `bad`, a clip whose media cannot be read is recorded there and left out (the caller
+    keeps `bad.readable(clips)`); without, it raises."""
+    stills, audio = [], []
+    for c in clips:
+        if bad is not None and c.id in bad.clips:
+            continue
+        try:
+            s, a = _clip_media(c)
+        except MEDIA_ERRORS as e:
+            if bad is None:
+                raise
+            bad.add(c, str(e))
+            continue
+        stills.append(s)
+        audio.append(a)
     return stills, audio
 
 
-def embed_refs(encoders: Encoders, clips: list[ClipRef], should_stop: Callable[[], bool] = lambda: False):
-    """(video, audio) embeddings of clips, in chunks; None if a stop was requested."""
+def embed_refs(encoders: Encoders, clips: list[ClipRef], should_stop: Callable[[], bool] = lambda: False,
+               bad: Unreadable | None = None):
+    """(video, audio) embeddings of clips, in chunks; None if a stop was requested. With
+    `bad`, rows only for the clips that could be read: `bad.readable(clips)` afterwards."""
     video, audio = [], []
     for i in range(0, len(clips), EMBED_CHUNK):
         if should_stop():
             return None
-        e = encoders.embed_clips(*load_clip_media(clips[i:i + EMBED_CHUNK]))
+        e = encoders.embed_clips(*load_clip_media(clips[i:i + EMBED_CHUNK], bad))
         video.append(e.video)
         audio.append(e.audio)
     dim_v, dim_a = encoders.video_dim, encoders.audio_dim
@@ -150,8 +185,9 @@ class AlignStage(Stage):
         self.batch, self.lr, self.replay_fraction = s.batch_size, s.align.lr, s.replay_fraction
         self.exclusion = s.align.exclusion_seconds
         self.module = self.align
-        today = [c for c in data.train if c.stills and c.audio]
-        replay = [c for c in data.replay if c.stills and c.audio]
+        self.bad = data.unreadable
+        today = [c for c in self.bad.readable(data.train) if c.stills and c.audio]
+        replay = [c for c in self.bad.readable(data.replay) if c.stills and c.audio]
         n_replay = min(len(replay), int(ALIGN_POOL * s.replay_fraction) if today else ALIGN_POOL)
         self.replay_refs = _sample(rng, replay, n_replay)
         self.today_refs = _sample(rng, today, min(len(today), ALIGN_POOL - n_replay))
@@ -164,10 +200,14 @@ class AlignStage(Stage):
     def prepare(self) -> None:
         enc = Encoders(self.models, "training", self.device)
         self.models.train()
-        refs = self.today_refs + self.replay_refs
-        e = embed_refs(enc, refs, self.should_stop)
+        e = embed_refs(enc, self.today_refs + self.replay_refs, self.should_stop, self.bad)
         if e is None:
             return
+        self.today_refs = self.bad.readable(self.today_refs)     # the rows of e
+        self.replay_refs = self.bad.readable(self.replay_refs)
+        refs = self.today_refs + self.replay_refs
+        if len(refs) < 2:
+            raise NoReadableClips()
         # Seconds since the earliest clip: float32 keeps a second's precision over years.
         starts = np.array([c.start for c in refs])
         times = torch.from_numpy((starts - starts.min()).astype(np.float32)) if refs else torch.zeros(0)

@@ -4,18 +4,19 @@ minutes, a time budget, and a stop request honoured between micro-batches."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import torch
 
 from wm.base import log
-from wm.base.atomic import write_atomically
+from wm.base.atomic import fsync_dir, write_atomically
 from wm.base.errors import WmError
 from wm.base.progress import Progress
 
@@ -79,9 +80,37 @@ def param_groups(params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save so that a crash leaves the old file or the new."""
-    write_atomically(path, lambda f: torch.save(obj, f))
+class _Hashing:
+    """A file torch.save writes through, hashing what passes (torch writes the zip in
+    one pass, so this is the file's sha256 without reading it back)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def atomic_save(obj, path: Path) -> str:
+    """torch.save so that a crash leaves the old file or the new, and durably: the folder
+    is fsynced after the rename (and so is each folder this created), so a version row
+    written afterwards never points at a file a power cut can take back. Returns the
+    file's sha256."""
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    out: list[_Hashing] = []
+
+    def write(f: BinaryIO) -> None:
+        out.append(_Hashing(f))
+        torch.save(obj, out[0])
+
+    write_atomically(path, write)
+    for folder in [path.parent] + [d.parent for d in created]:
+        fsync_dir(folder)
+    return out[0].sha.hexdigest()
 
 
 @dataclass

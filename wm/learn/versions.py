@@ -1,8 +1,14 @@
 """Model versions: one row per finished night in the `model_versions` table of the memory
 database. A version is recorded only when all three models finished training; it is
-promoted (used for embedding and search) only when none of them collapsed."""
+promoted (used for embedding and search) only when none of them collapsed.
+
+Each row keeps the sha256 of its model file (NULL: recorded before checksums were kept,
+so only the file's presence can be checked). A version whose file turned out missing or
+corrupt is marked broken with the reason: a state the nights step around, never a
+deleted row, so `wm check` and a person can still see what was lost."""
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -15,10 +21,14 @@ CREATE TABLE IF NOT EXISTS model_versions (
     date       TEXT NOT NULL,
     created    TEXT NOT NULL,
     checkpoint TEXT NOT NULL,
-    promoted   INTEGER NOT NULL
+    promoted   INTEGER NOT NULL,
+    sha256     TEXT,
+    broken     TEXT
 );
 """
-_COLUMNS = "version, date, created, checkpoint, promoted"
+# Columns added after the first release: databases made before get them on first use.
+_ADDED = {"sha256": "TEXT", "broken": "TEXT"}
+_COLUMNS = "version, date, created, checkpoint, promoted, sha256, broken"
 
 
 @dataclass(frozen=True)
@@ -28,41 +38,72 @@ class ModelVersion:
     created: str       # ISO 8601 UTC
     checkpoint: str    # path relative to the data root (paths.root)
     promoted: bool
+    sha256: str | None = None   # of the model file; None: not recorded
+    broken: str | None = None   # why its file cannot be used; None: usable
 
 
-def _rows(paths: Paths, sql: str, params=()) -> list[ModelVersion]:
+def _connect(paths: Paths) -> sqlite3.Connection:
     conn = connect(paths.memory_db)
+    conn.executescript(_SCHEMA)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(model_versions)")}
+    for name, kind in _ADDED.items():
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE model_versions ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):   # another process added it first
+                    raise
+    return conn
+
+
+def _rows(paths: Paths, where: str = "", params=(), order: str = "created, version") -> list[ModelVersion]:
+    conn = _connect(paths)
     try:
-        conn.executescript(_SCHEMA)
-        return [ModelVersion(v, d, c, ck, bool(p)) for v, d, c, ck, p in conn.execute(sql, params)]
+        sql = f"SELECT {_COLUMNS} FROM model_versions {where} ORDER BY {order}"
+        return [ModelVersion(v, d, c, ck, bool(p), sha, broken)
+                for v, d, c, ck, p, sha, broken in conn.execute(sql, params)]
     finally:
         conn.close()
 
 
 def all_versions(paths: Paths) -> list[ModelVersion]:
-    """Every recorded version, oldest first (promoted or not)."""
-    return _rows(paths, f"SELECT {_COLUMNS} FROM model_versions ORDER BY created, version")
+    """Every recorded version, oldest first (promoted or not, broken or not)."""
+    return _rows(paths)
+
+
+def usable_promoted(paths: Paths) -> list[ModelVersion]:
+    """Promoted versions not marked broken, newest first: the first is the one in use, the
+    others are what to fall back on when its file fails."""
+    return _rows(paths, "WHERE promoted = 1 AND broken IS NULL", order="created DESC, version DESC")
 
 
 def latest_version(paths: Paths) -> ModelVersion | None:
-    """The newest promoted version: the one the memory embeds with."""
-    rows = _rows(paths, f"SELECT {_COLUMNS} FROM model_versions WHERE promoted = 1"
-                        " ORDER BY created DESC, version DESC LIMIT 1")
+    """The newest promoted version not marked broken: the one the memory embeds with."""
+    rows = usable_promoted(paths)
     return rows[0] if rows else None
 
 
 def next_version_name(paths: Paths, date: str) -> str:
-    n = len(_rows(paths, f"SELECT {_COLUMNS} FROM model_versions WHERE date = ?", (date,)))
+    n = len(_rows(paths, "WHERE date = ?", (date,)))
     return f"{date}.{n + 1}"
 
 
-def record_version(paths: Paths, version: str, date: str, checkpoint: str, promoted: bool) -> ModelVersion:
+def record_version(paths: Paths, version: str, date: str, checkpoint: str, promoted: bool,
+                   sha256: str | None = None) -> ModelVersion:
     created = datetime.now(timezone.utc).isoformat()
-    conn = connect(paths.memory_db)
+    conn = _connect(paths)
     try:
-        conn.executescript(_SCHEMA)
-        conn.execute(f"INSERT INTO model_versions({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                     (version, date, created, checkpoint, int(promoted)))
+        conn.execute(f"INSERT INTO model_versions({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                     (version, date, created, checkpoint, int(promoted), sha256))
     finally:
         conn.close()
-    return ModelVersion(version, date, created, checkpoint, promoted)
+    return ModelVersion(version, date, created, checkpoint, promoted, sha256)
+
+
+def mark_broken(paths: Paths, version: str, reason: str) -> None:
+    """Keep a version out of use because its file is missing or corrupt (the row stays)."""
+    conn = _connect(paths)
+    try:
+        conn.execute("UPDATE model_versions SET broken = ? WHERE version = ?", (reason, version))
+    finally:
+        conn.close()

@@ -13,10 +13,10 @@ from wm.base import log
 from wm.base.config import Settings
 from wm.base.lastsleep import COMPLETED, INTERRUPTED, NOTHING
 from wm.base.paths import Paths
-from wm.learn.data import night_data
 from wm.learn.encoders import load_encoders
 from wm.learn.fixed import VERSION_0
 from wm.learn.night import Night
+from wm.learn.nightclips import night_data
 from wm.learn.report import NightReport
 from wm.learn.train import cpu_threads, pick_device
 from wm.memory.commit import commit_queued
@@ -71,6 +71,8 @@ def _train(settings: Settings, paths: Paths, night: Night, should_stop: Callable
                                 f" {rec.max_steps}" + (f" ({rec.note})" if rec.note else ""))
     if report is not None:
         outcome.stages["evaluation"] = _evaluation_note(report)
+    if night.data.unreadable.clips:
+        outcome.stages["unreadable"] = unreadable_note(night.data.unreadable.clips)
     outcome.version = night.version
 
 
@@ -106,3 +108,10 @@ def _evaluation_note(report: NightReport) -> str:
     if ev.recall_at_5 is not None:
         parts.append(f"recall@5 {ev.recall_at_5:.2f} (chance {ev.recall_chance_at_5:.2f})")
     return "; ".join(parts)
+
+
+def unreadable_note(clips: dict[str, str]) -> str:
+    """What `wm sleep` says about clips left out of training (their media could not be read)."""
+    first, why = next(iter(clips.items()))
+    return (f"{len(clips)} clip{'s' if len(clips) != 1 else ''} left out of training: media cannot"
+            f" be read (first: {first}: {why})")
