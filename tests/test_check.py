@@ -71,3 +71,24 @@ def test_check_finds_each_problem_and_repair_fixes_them(home, run_wm):
 def test_a_clean_root_is_clean(home, run_wm):
     r = run_wm("check")
     assert r.code == 0 and "nothing wrong" in r.out
+
+
+def test_a_damaged_model_file_is_found_and_kept_out_of_use(home, run_wm):
+    import hashlib
+
+    from wm.learn.versions import all_versions, record_version
+
+    model = home.daily_checkpoint_dir(DATE) / "model-2025-01-15.1.pt"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_bytes(b"weights")
+    record_version(home, "2025-01-15.1", DATE, str(model.relative_to(home.root)), True,
+                   sha256=hashlib.sha256(b"weights").hexdigest())
+    record_version(home, "2025-01-15.2", DATE, "checkpoints/daily/2025-01-15/gone.pt", True)
+    model.write_bytes(b"weighTs")                                     # a flipped bit
+    r = run_wm("check")
+    assert r.code == 1
+    assert "model file checksum mismatch: 2025-01-15.1" in r.out
+    assert "model file missing: 2025-01-15.2" in r.out
+    assert run_wm("check", "--repair").code == 0
+    assert all(v.broken for v in all_versions(home)) and model.exists()   # kept, not deleted
+    assert run_wm("check").code == 0

@@ -13,6 +13,8 @@ from wm.base.queue import PURGED, QUEUED, Queue, owner_process
 from wm.capture.orphans import find_orphan_media, find_stale_partials, pid_alive
 from wm.capture.scan import queue_clip
 from wm.check.problems import Problem
+from wm.learn.modelfiles import check_model_files
+from wm.learn.versions import mark_broken
 
 # A partial write younger than this may belong to a process writing it now (a clip takes
 # seconds, an ANN index of a large memory minutes); older ones are left by a crash.
@@ -38,6 +40,22 @@ def orphan_media(settings: Settings, paths: Paths, now: float | None = None) -> 
     return [Problem("orphan media", str(o.path.relative_to(paths.root)), f"{o.bytes} bytes",
                     lambda o=o: _remove(o.path))
             for o in find_orphan_media(paths, now=now, days=None)]
+
+
+def model_files(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+    """Model versions whose file is missing or fails its checksum and that are still in
+    use: the repair keeps them out of use (a state, the row and the file stay), so nights
+    and queries fall back to the previous good version, or version 0."""
+    if not paths.memory_db.exists():
+        return []
+    return [Problem(f"model file {p.problem}", p.version, f"{p.checkpoint}: {p.detail}",
+                    lambda p=p: _mark_broken(paths, p.version, f"{p.problem}: {p.detail}"))
+            for p in check_model_files(paths) if not p.marked_broken]
+
+
+def _mark_broken(paths: Paths, version: str, reason: str) -> str:
+    mark_broken(paths, version, reason)
+    return "kept out of use"
 
 
 def dead_claims(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
