@@ -66,6 +66,9 @@ def test_check_finds_each_problem_and_repair_fixes_them(home, run_wm):
 
     r = run_wm("check")
     assert r.code == 0 and "nothing wrong" in r.out
+    # with no wm process running, a fresh partial is a crash's leftover too
+    r = run_wm("check", "--grace", "0", "--repair")
+    assert r.code == 0 and "stale partial write" in r.out and not fresh.exists()
 
 
 def test_a_clean_root_is_clean(home, run_wm):

@@ -23,6 +23,11 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _grace(text: str) -> float:
+    """A duration, or zero (`wm check --grace 0`: nothing is being written now)."""
+    return 0.0 if text.strip().rstrip("s") in ("0", "0.0") else _duration(text)
+
+
 def _date(text: str) -> str:
     from wm.base.clipids import parse_date
 
@@ -105,7 +110,7 @@ def _logs(a, s, p):
 
 def _check(a, s, p):
     from wm.check.run import run_check
-    return run_check(s, p, repair=a.repair)
+    return run_check(s, p, repair=a.repair, grace=a.grace)
 
 
 def _demo(a, s, p):
@@ -206,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("check", _check, "check the data root for damage a crash or a fault left")
     sp.add_argument("--repair", action="store_true",
                     help="fix what can be fixed without losing a committed memory")
+    sp.add_argument("--grace", type=_grace, metavar="DURATION",
+                    help="take unfinished files older than this as left by a crash (default:"
+                         " 5 min for clip media, 15 min for other partial writes); 0 only"
+                         " when no wm process runs")
 
     sp = cmd("demo", _demo, "run a short made-up day through the whole pipeline")
     sp.set_defaults(standalone=True)

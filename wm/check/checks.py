@@ -5,6 +5,7 @@ every manifest and every shard header."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from wm.base.config import Settings
@@ -21,31 +22,45 @@ from wm.learn.versions import mark_broken
 PARTIAL_GRACE_SECONDS = 15 * 60
 
 
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    paths: Paths
+    now: float | None = None
+    # None: the defaults above; 0 when no wm process runs (everything unfinished is stale)
+    grace: float | None = None
+
+
 def _remove(path: Path) -> str:
     path.unlink(missing_ok=True)
     return f"removed {path}"
 
 
-def stale_partials(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+def stale_partials(ctx: Context) -> list[Problem]:
     """`.partial` files anywhere under the root left by a crash (older than the grace
     period, and not named for a writer that is still alive)."""
+    paths = ctx.paths
     return [Problem("stale partial write", str(p.relative_to(paths.root)), "",
                     lambda p=p: _remove(p))
-            for p in find_stale_partials(paths, min_age=PARTIAL_GRACE_SECONDS, now=now)]
+            for p in find_stale_partials(
+                ctx.paths, min_age=PARTIAL_GRACE_SECONDS if ctx.grace is None else ctx.grace, now=ctx.now)]
 
 
-def orphan_media(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+def orphan_media(ctx: Context) -> list[Problem]:
     """Clip media without a manifest (a crash between the media and the manifest): the
     clip was never finished, so it was never queued nor counted."""
+    paths = ctx.paths
     return [Problem("orphan media", str(o.path.relative_to(paths.root)), f"{o.bytes} bytes",
                     lambda o=o: _remove(o.path))
-            for o in find_orphan_media(paths, now=now, days=None)]
+            for o in find_orphan_media(
+                ctx.paths, **({} if ctx.grace is None else {"grace": ctx.grace}), now=ctx.now)]
 
 
-def model_files(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+def model_files(ctx: Context) -> list[Problem]:
     """Model versions whose file is missing or fails its checksum and that are still in
     use: the repair keeps them out of use (a state, the row and the file stay), so nights
     and queries fall back to the previous good version, or version 0."""
+    paths = ctx.paths
     if not paths.memory_db.exists():
         return []
     return [Problem(f"model file {p.problem}", p.version, f"{p.checkpoint}: {p.detail}",
@@ -58,8 +73,9 @@ def _mark_broken(paths: Paths, version: str, reason: str) -> str:
     return "kept out of use"
 
 
-def dead_claims(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+def dead_claims(ctx: Context) -> list[Problem]:
     """Queue claims held by processes of this machine that no longer exist."""
+    paths = ctx.paths
     if not paths.memory_db.exists():
         return []
     q = Queue(paths.memory_db)
@@ -85,9 +101,10 @@ def _release(paths: Paths, owner: str) -> str:
         q.close()
 
 
-def queue_and_files(settings: Settings, paths: Paths, now: float | None = None) -> list[Problem]:
+def queue_and_files(ctx: Context) -> list[Problem]:
     """Queued clips whose manifest is gone, and finished clips on disk the queue does not
     know (a watcher that was down, a database restored from a backup)."""
+    paths = ctx.paths
     if not paths.memory_db.exists() and not paths.clips_root.is_dir():
         return []
     q = Queue(paths.memory_db)

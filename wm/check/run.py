@@ -18,10 +18,11 @@ _log = log.get("wm.check")
 
 
 def check(settings: Settings, paths: Paths, repair: bool, which: tuple[Check, ...] = FULL,
-          now: float | None = None) -> CheckResult:
+          now: float | None = None, grace: float | None = None) -> CheckResult:
+    ctx = checks.Context(settings, paths, now, grace)
     found: list[Problem] = []
     for c in which:
-        found += c(settings, paths, now)
+        found += c(ctx)
     result = CheckResult(found, [], [])
     if repair:
         for p in found:
@@ -64,8 +65,8 @@ def report_lines(r: CheckResult, per_kind: int = 5) -> list[str]:
     return lines
 
 
-def run_check(settings: Settings, paths: Paths, repair: bool) -> int:
-    r = check(settings, paths, repair)
+def run_check(settings: Settings, paths: Paths, repair: bool, grace: float | None = None) -> int:
+    r = check(settings, paths, repair, grace=grace)
     if not r.found:
         print(f"wm check: {paths.root}: nothing wrong")
         return 0
