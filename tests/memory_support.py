@@ -177,6 +177,17 @@ def make_memory_day(paths, settings, date: str, n_clips: int, seed: int = 0, sta
     return clips
 
 
+def committed_days(paths, settings, days: list[tuple[str, int, int]], version: str = "v1"):
+    """Each (date, clips, seed) made and committed with toy encoders fitted on them all;
+    returns the SynthClips of each day and the encoders."""
+    from wm.memory.commit import commit_queued
+
+    made = [make_memory_day(paths, settings, d, n_clips=n, seed=seed) for d, n, seed in days]
+    enc = day_encoders(paths, version)
+    commit_queued(settings, paths, enc, lambda: False)
+    return made, enc
+
+
 def day_encoders(paths, version: str, seed: int = 0):
     """Toy encoders fitted on every clip on disk (reproducible: same clips, same encoders)."""
     from types import SimpleNamespace

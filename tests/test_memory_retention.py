@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from memory_support import (
     check_consistent,
+    committed_days,
     day_encoders,
     make_memory_day,
     settings_for_tests,
@@ -30,10 +31,7 @@ NOW = datetime(2025, 1, 16, 12, 0).astimezone().timestamp()
 @pytest.fixture
 def memory(tmp_path):
     settings, paths = settings_for_tests(retention={"raw_days": 3}), Paths(tmp_path / "home")
-    old = make_memory_day(paths, settings, OLD, n_clips=12, seed=21)
-    new = make_memory_day(paths, settings, NEW, n_clips=8, seed=22)
-    enc = day_encoders(paths, "v1")
-    commit_queued(settings, paths, enc, lambda: False)
+    (old, new), enc = committed_days(paths, settings, [(OLD, 12, 21), (NEW, 8, 22)])
     # A day queued but not yet slept on: retention must leave it alone whatever its age.
     pending = make_memory_day(paths, settings, "2025-01-01", n_clips=4, seed=23)
     return settings, paths, old, new, pending, (lambda s, p, version: enc), tmp_path

@@ -21,7 +21,8 @@ import numpy as np
 
 from wm.base import log
 from wm.base.atomic import commit_file, partial_name
-from wm.memory.shards import IndexRecord, Shard
+from wm.memory.retired import reap_retired, retire
+from wm.memory.shards import IndexRecord, Shard, version_folder
 from wm.memory.store import Store
 
 # Above the 0.95 recall@10 searches are held to: it is measured with stored vectors as
@@ -136,6 +137,18 @@ def _save(index, folder: Path, kind: str) -> Path:
     return final
 
 
+def _record(store: Store, rec: IndexRecord, shard_ids: list[int], replaces: str | None) -> None:
+    """The new index's row, and the file it replaces retired, in one transaction."""
+    with store.transaction() as c:
+        if replaces is not None and replaces != rec.file:
+            retire(c, [replaces])
+        c.execute("INSERT OR REPLACE INTO memory_indexes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  (rec.version, rec.kind, rec.file, rec.rows, rec.trained_rows, rec.nprobe,
+                   rec.recall))
+        c.executemany("UPDATE memory_shards SET indexed = 1 WHERE id = ?",
+                      [(i,) for i in shard_ids])
+
+
 def sync_index(store: Store, version: str, kind: str, min_rows: int, nprobe_floor: int,
                seed: int = 0) -> IndexRecord | None:
     """Bring (version, kind)'s index up to date with its shards: build it once the kind
@@ -177,12 +190,12 @@ def sync_index(store: Store, version: str, kind: str, min_rows: int, nprobe_floo
         if len(keys):
             index.add_with_ids(np.ascontiguousarray(x), np.ascontiguousarray(keys))
     nprobe, recall = _calibrate(index, store, shards, nprobe_floor, rng)
-    path = _save(index, store.index_dir(version), kind)
+    path = _save(index, store.paths.embeddings / version_folder(version) / "index", kind)
     new = IndexRecord(version, kind, str(path.relative_to(store.paths.embeddings)),
                       int(index.ntotal), trained, nprobe, recall)
-    store.set_index(new, [s.id for s in fresh])
-    if rec is not None and rec.file != new.file:
-        (store.paths.embeddings / rec.file).unlink(missing_ok=True)
+    # The old file is retired, not deleted: a query may be about to open it.
+    _record(store, new, [s.id for s in fresh], replaces=rec.file if rec else None)
+    reap_retired(store)
     _log.info("ann_index", version=version, kind=kind, rows=new.rows, cells=index.nlist,
               nprobe=nprobe, recall=round(recall, 3), seconds=round(time.monotonic() - t0, 1))
     return new

@@ -16,6 +16,8 @@ from wm.memory.output import local_time
 from wm.memory.query_vectors import QueryVectors, VersionSkipped, default_encoders
 from wm.memory.request import (
     QueryRequest,
+    check_image,
+    check_sound,
     date_range,
     parse_when,
     plan,
@@ -113,17 +115,23 @@ def answer(settings: Settings, paths: Paths, req: QueryRequest, load_encoders=No
         raise WmError(f"--topk must be positive, got {k}")
     lo, hi = date_range(req)
     qkind, target = plan(source, req.modality)
-    image = read_image(req.image) if source == "image" else None
-    sound = read_audio(req.audio) if source == "audio" else None
+    if source == "image":
+        check_image(req.image)
+    if source == "audio":
+        check_sound(req.audio)
     if not paths.memory_db.exists():
         raise NothingFound(EMPTY)
-    with Store(paths) as store:
+    # The readers' lock: maintenance deletes no shard or index file this query may open.
+    with Store(paths) as store, store.reading():
         if store.count() == 0:
             raise NothingFound(EMPTY)
         anchor = _anchor(store, req, qkind) if source == "clip" else None
         examples = _examples(store, req.text) if source == "text" else None
         if store.count(lo=lo, hi=hi) == 0:
             raise NothingFound(f"no memories {range_text(lo, hi)}")
+        # Decoded only now: a picture or sound costs nothing when there is nothing to search.
+        image = read_image(req.image) if source == "image" else None
+        sound = read_audio(req.audio) if source == "audio" else None
         vectors = QueryVectors(settings, paths, store, source, qkind,
                                load_encoders or default_encoders, image, sound, anchor, examples)
         out = Answer(source=given, target=target, anchor=anchor)

@@ -4,28 +4,29 @@ first, while their media exists; then bring the ANN indexes up to date and merge
 night's small shards.
 
 Batches are claimed from the queue with a lease and their media is read (JPEG decode,
-WAV) on a helper thread while the previous batch is being embedded."""
+WAV) on a helper thread while the previous batch is being embedded.
+
+A clip whose files cannot be read now (wm.memory.reading) is never taken for deleted: a
+queued one stays queued, a re-embedded one keeps its older version, and both are tried
+again at a later cycle (wm.memory.retry), up to settings.memory.read_attempts times.
+Only files confirmed gone make a queued clip purged or a memory's media gone."""
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
-
-import cv2
-import numpy as np
 
 from wm.base import log
 from wm.base.config import Settings
-from wm.base.manifest import Manifest
-from wm.base.media import read_wav
 from wm.base.paths import Paths
 from wm.base.progress import Progress
-from wm.base.queue import PURGED, QUEUED, Queue, QueueItem, owner_id
-from wm.memory import ann
+from wm.base.queue import PURGED, QUEUED, UNREADABLE, Queue, QueueItem, owner_id
+from wm.memory import reading
 from wm.memory.clips import Clip
-from wm.memory.maintenance import compact, sweep_orphans
-from wm.memory.shards import KINDS
+from wm.memory.maintenance import maintain, sweep_orphans
+from wm.memory.reading import MISSING, OK, Loaded, MediaRead
+from wm.memory.retry import GIVE_UP, PARTIAL, after_failure, retry_delay
 from wm.memory.store import Store
 
 if TYPE_CHECKING:
@@ -39,45 +40,70 @@ _log = log.get("wm.memory.commit")
 class CommitResult:
     committed: int           # queued clips now in memory
     reembedded: int          # older clips moved to this version
-    remaining: int           # clips still queued (stopped early, or unreadable ones purged)
+    remaining: int           # clips still queued (stopped early, or waiting for a retry)
     stale: int = 0           # clips still held under an older version whose media exists
-    unreadable: int = 0      # queued clips whose media could not be read (marked purged)
+    unreadable: int = 0      # clips whose files could not be read now (tried again later)
+    missing: int = 0         # clips whose files are confirmed gone
+    set_aside: int = 0       # clips given up on after settings.memory.read_attempts tries
+
+
+def read_media(paths: Paths, clip: Clip) -> Loaded | None:
+    """A clip's stills and samples, or None if neither can be read (for callers that
+    only need the media; the commit itself also needs to know why)."""
+    return reading.read_media(paths, clip).loaded
+
+
+def embed(encoders, loaded: list[Loaded]) -> ClipEmbeddings:
+    """Every kind of vector for a batch (rows of NaN where a kind is absent)."""
+    return encoders.embed_clips([x.stills for x in loaded], [x.audio for x in loaded])
 
 
 @dataclass
-class _Loaded:
-    clip: Clip
-    stills: list[np.ndarray]
-    audio: np.ndarray | None
+class _Sorted:
+    """One batch's reads, by what happens to each clip."""
+    store: list[Loaded] = field(default_factory=list)
+    missing: list[MediaRead] = field(default_factory=list)
+    retry: list[tuple[MediaRead, int]] = field(default_factory=list)   # with attempts so far
+    give_up: list[MediaRead] = field(default_factory=list)
 
 
-def read_media(paths: Paths, clip: Clip) -> _Loaded | None:
-    """A clip's stills and samples, or None if neither can be read."""
-    files = [paths.data / f for f in clip.frames]
-    stills = [im for im in (cv2.imread(str(f)) for f in files if f.exists()) if im is not None]
-    audio = None
-    if clip.audio and (paths.data / clip.audio).exists():
-        try:
-            audio, _ = read_wav(paths.data / clip.audio)
-        except (OSError, EOFError, ValueError) as e:
-            _log.warning("audio_unreadable", clip=clip.clip_id, error=str(e))
-    if not stills and audio is None:
-        return None
-    return _Loaded(clip, stills, audio)
+def sort_reads(reads: list[tuple[MediaRead, int]], max_attempts: int) -> _Sorted:
+    """(read, failed attempts before it) -> what to do with each clip."""
+    out = _Sorted()
+    for r, attempts in reads:
+        if r.verdict == OK:
+            out.store.append(r.loaded)
+        elif r.verdict == MISSING:
+            out.missing.append(r)
+        else:
+            choice = after_failure(attempts, max_attempts, r.loaded is not None)
+            if choice == PARTIAL:
+                _log.warning("clip_partly_unreadable", clip=r.clip.clip_id, problem=r.problem,
+                             attempts=attempts + 1, note="stored with the parts that could be read")
+                out.store.append(r.loaded)
+            elif choice == GIVE_UP:
+                out.give_up.append(r)
+            else:
+                out.retry.append((r, attempts))
+    return out
 
 
-def _queued_clip(paths: Paths, item: QueueItem) -> Clip | None:
-    try:
-        m = Manifest.read(paths.data / item.manifest)
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        _log.warning("manifest_unreadable", clip=item.clip_id, file=item.manifest, error=str(e))
-        return None
-    return Clip.from_manifest(m, item.manifest)
+def _defer(queue: Queue, retry: list[tuple[MediaRead, int]], owner: str | None,
+           what: str) -> None:
+    if not retry:
+        return
+    now = time.time()
+    queue.defer([(r.clip.clip_id, now + retry_delay(n + 1)) for r, n in retry], owner=owner)
+    first, attempts = retry[0]
+    _log.warning("clips_unreadable", clips=len(retry), first=first.clip.clip_id,
+                 problem=first.problem, attempt=attempts + 1,
+                 retry_in_s=round(retry_delay(attempts + 1)), note=what)
 
 
-def embed(encoders, loaded: list[_Loaded]) -> ClipEmbeddings:
-    """Every kind of vector for a batch (rows of NaN where a kind is absent)."""
-    return encoders.embed_clips([x.stills for x in loaded], [x.audio for x in loaded])
+def _warn(event: str, reads: list[MediaRead], **kw) -> None:
+    if reads:
+        _log.warning(event, clips=len(reads), first=reads[0].clip.clip_id,
+                     problem=reads[0].problem, **kw)
 
 
 def commit_queued(settings: Settings, paths: Paths, encoders,
@@ -93,24 +119,35 @@ def commit_queued(settings: Settings, paths: Paths, encoders,
             if swept:
                 _log.info("orphans_removed", files=len(swept))
             store.register_version(version)
-            todo = queue.counts()[QUEUED] + store.count_stale(version)
+            todo = queue.count(QUEUED) + store.count_stale(version)
             with Progress(todo, "commit", "clips") as bar, ThreadPoolExecutor(1) as pool:
                 _commit_new(settings, paths, store, queue, owner, encoders, should_stop, pool,
                             bar, result)
                 if not should_stop():
-                    _reembed(paths, store, queue, encoders, should_stop, pool, bar, result)
+                    _reembed(settings, paths, store, queue, encoders, should_stop, pool, bar,
+                             result)
             if not should_stop():
-                _maintain(settings, store, should_stop)
-        result.remaining = queue.counts()[QUEUED]
+                maintain(settings, store, should_stop)
+        result.remaining = queue.count(QUEUED)
         result.stale = store.count_stale(version)
         _log.info("commit_done", version=version, committed=result.committed,
                   reembedded=result.reembedded, remaining=result.remaining, stale=result.stale,
-                  unreadable=result.unreadable)
+                  unreadable=result.unreadable, missing=result.missing,
+                  set_aside=result.set_aside)
         return result
     finally:
         queue.release(owner)
         queue.close()
         store.close()
+
+
+def _read_queued(paths: Paths, item: QueueItem) -> MediaRead:
+    clip, verdict, problem = reading.read_manifest(paths, item.manifest)
+    if clip is None:
+        # Stand-in for the clip whose manifest could not be read: only its id is used.
+        stub = Clip(item.clip_id, item.date, item.start, 0.0, item.manifest, None, None, ())
+        return MediaRead(stub, None, verdict, problem)
+    return reading.read_media(paths, clip)
 
 
 def _commit_new(settings, paths, store, queue, owner, encoders, should_stop, pool, bar,
@@ -121,65 +158,68 @@ def _commit_new(settings, paths, store, queue, owner, encoders, should_stop, poo
         items = queue.claim(owner, COMMIT_BATCH, lease)
         if not items:
             return None
-        clips, broken = [], []
-        for it in items:
-            c = _queued_clip(paths, it)
-            if c is None:
-                broken.append(it.clip_id)
-            else:
-                clips.append(c)
-        return pool.submit(lambda: ([read_media(paths, c) for c in clips], clips, broken))
+        return pool.submit(lambda: [(_read_queued(paths, it), it.attempts) for it in items])
 
     fut = claim()
     while fut is not None and not should_stop():
-        loaded, clips, broken = fut.result()
+        reads = fut.result()
         fut = claim()  # read the next batch while this one is embedded
-        broken += [c.clip_id for c, x in zip(clips, loaded) if x is None]
-        loaded = [x for x in loaded if x is not None]
-        if broken:
-            _log.warning("clips_unreadable", clips=len(broken), first=broken[0])
-            queue.mark(broken, PURGED, owner=owner)
-            result.unreadable += len(broken)
-        if loaded:
-            stored = store.add(encoders.version, [x.clip for x in loaded], embed(encoders, loaded))
+        todo = sort_reads(reads, settings.memory.read_attempts)
+        if todo.missing:
+            # Confirmed gone (the data folder lists, the files are not there): nothing
+            # to commit, ever. Said in the log and the result, not dropped silently.
+            _warn("clips_missing", todo.missing, state=PURGED)
+            queue.mark([r.clip.clip_id for r in todo.missing], PURGED, owner=owner)
+        _defer(queue, todo.retry, owner, "stays queued, tried again at a later cycle")
+        if todo.give_up:
+            _warn("clips_set_aside", todo.give_up, state=UNREADABLE,
+                  note="every read attempt failed; files kept")
+            queue.mark([r.clip.clip_id for r in todo.give_up], UNREADABLE, owner=owner)
+        if todo.store:
+            stored = store.add(encoders.version, [x.clip for x in todo.store],
+                               embed(encoders, todo.store))
             result.committed += len(stored)
-        bar.update(len(loaded) + len(broken))
+        result.missing += len(todo.missing)
+        result.unreadable += len(todo.retry) + len(todo.give_up)
+        result.set_aside += len(todo.give_up)
+        bar.update(len(reads))
 
 
-def _reembed(paths, store, queue, encoders, should_stop, pool, bar, result) -> None:
+def _reembed(settings, paths, store, queue, encoders, should_stop, pool, bar, result) -> None:
     version = encoders.version
+    max_attempts = settings.memory.read_attempts
     cursor: list[str | None] = [None]
 
     def select():
-        clips = store.stale_clips(version, COMMIT_BATCH, before=cursor[0])
+        clips = store.stale_clips(version, COMMIT_BATCH, before=cursor[0],
+                                  max_attempts=max_attempts, now=time.time())
         if not clips:
             return None
         cursor[0] = clips[-1].start
-        return pool.submit(lambda: [(c, read_media(paths, c)) for c in clips])
+        return pool.submit(lambda: [reading.read_media(paths, c) for c in clips])
 
     fut = select()
     while fut is not None and not should_stop():
-        pairs = fut.result()
+        reads = fut.result()
         fut = select()
-        gone = [c.clip_id for c, x in pairs if x is None]
-        loaded = [x for _, x in pairs if x is not None]
-        if gone:
-            # Its files vanished under us: the memory keeps the older version's vectors.
+        attempts = queue.attempts([r.clip.clip_id for r in reads])
+        todo = sort_reads([(r, attempts.get(r.clip.clip_id, 0)) for r in reads], max_attempts)
+        if todo.missing:
+            # Its files are confirmed gone: the memory keeps the older version's vectors.
+            gone = [r.clip.clip_id for r in todo.missing]
             store.mark_media_gone(gone, time.time())
             queue.mark(gone, PURGED)
-        if loaded:
-            stored = store.add(version, [x.clip for x in loaded], embed(encoders, loaded))
+        # Unreadable now: it stays under its older version, media and all.
+        _defer(queue, todo.retry, None, "stays with its older version, tried again later")
+        if todo.give_up:
+            # The last failed try is counted too: that keeps it out of later selections.
+            queue.defer([(r.clip.clip_id, time.time()) for r in todo.give_up])
+            _warn("clips_set_aside", todo.give_up, note="every read attempt failed; it keeps"
+                  " its older version's vectors and its files")
+        if todo.store:
+            stored = store.add(version, [x.clip for x in todo.store], embed(encoders, todo.store))
             result.reembedded += len(stored)
-        bar.update(len(pairs))
-
-
-def _maintain(settings, store: Store, should_stop) -> None:
-    """Index every version whose vectors changed, then merge small shards. Both may be
-    skipped or cut short safely: queries scan unindexed shards exactly."""
-    mem = settings.memory
-    for v in store.versions():
-        for kind in KINDS:
-            if should_stop():
-                return
-            ann.sync_index(store, v, kind, mem.ann_min_rows, mem.ann_nprobe, settings.learn.seed)
-    compact(store)
+        result.missing += len(todo.missing)
+        result.unreadable += len(todo.retry) + len(todo.give_up)
+        result.set_aside += len(todo.give_up)
+        bar.update(len(reads))

@@ -1,13 +1,38 @@
 """Keeping the shards tidy, under store.writer(): merging a night's small per-batch shards,
-and deleting the files a crashed commit left behind."""
+updating the ANN indexes, and deleting the files a crashed commit left behind.
+
+Files that rows stop naming (merged shards, replaced indexes) are *retired*, not deleted:
+a query may have listed them a moment ago and be about to open them. They are deleted
+when no query holds the readers' lock (wm.memory.locks), at once in the usual case, or
+at a later maintenance pass."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from wm.memory.shards import write_shard
+from wm.base.config import Settings
+from wm.memory import ann
+from wm.memory.retired import reap_retired, retire
+from wm.memory.shards import KINDS, write_shard
 from wm.memory.store import Store
+
+
+def maintain(settings: Settings, store: Store, should_stop: Callable[[], bool]) -> None:
+    """Index every version whose vectors changed, then merge small shards. Both may be
+    skipped or cut short safely: queries scan unindexed shards exactly."""
+    mem = settings.memory
+    for v in store.versions():
+        for kind in KINDS:
+            if should_stop():
+                return
+            ann.sync_index(store, v, kind, mem.ann_min_rows, mem.ann_nprobe, settings.learn.seed)
+    compact(store)
+
+
+def _shard_rels(store: Store, shard) -> list[str]:
+    return [str(p.relative_to(store.paths.embeddings)) for p in store.shard_path(shard)]
 
 
 def compact(store: Store, version: str | None = None) -> int:
@@ -35,15 +60,15 @@ def compact(store: Store, version: str | None = None) -> int:
                                              np.concatenate(vecs))
                 store.insert_shard(v, date, kind, rel, rows, dim, indexed=bool(indexed))
             c.executemany("DELETE FROM memory_shards WHERE id = ?", [(s.id,) for s in parts])
-        for s in parts:
-            for p in store.shard_path(s):
-                p.unlink(missing_ok=True)
+            retire(c, [r for s in parts for r in _shard_rels(store, s)])
         merged += len(parts) - (1 if len(allk) else 0)
+    reap_retired(store)
     return merged
 
 
 def sweep_orphans(store: Store) -> list[Path]:
-    """Delete files under embeddings/ that no row names: what a crashed commit left."""
+    """Delete files under embeddings/ that no row names: what a crashed commit left.
+    Retired files are named by their own rows and go through reap_retired."""
     root = store.paths.embeddings
     if not root.exists():
         return []
@@ -51,9 +76,11 @@ def sweep_orphans(store: Store) -> list[Path]:
     for (rel,) in store.conn.execute("SELECT file FROM memory_shards"):
         known.update(store.shard_path(rel))
     known.update(root / r for (r,) in store.conn.execute("SELECT file FROM memory_indexes"))
+    known.update(root / r for (r,) in store.conn.execute("SELECT file FROM memory_retired"))
     removed = []
     for p in root.rglob("*"):
-        if p.is_file() and p.name != ".writer.lock" and p not in known:
+        if p.is_file() and p != store.paths.memory_writer_lock and p not in known:
             p.unlink()
             removed.append(p)
+    reap_retired(store)
     return removed

@@ -1,18 +1,22 @@
 """What `wm query` was asked: the request, what it compares with what, the times and days
-it names, and the picture or sound it brings (read before any search, so bad input fails
-first)."""
+it names, and the picture or sound it brings (checked before any search, so bad input
+fails first; decoded only once the memory is known to hold something to search)."""
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from wm.base.durations import parse_duration
 from wm.base.errors import WmError
+from wm.memory.picture import MAX_PIXELS, claimed_size, too_large
 
 SAMPLE_RATE = 16000
 SOURCES = ("image", "audio", "clip", "at", "text")
@@ -102,21 +106,68 @@ def range_text(lo: str | None, hi: str | None) -> str:
     return f"from {lo} on" if lo else (f"up to {hi}" if hi else "at all")
 
 
-def read_image(path: Path) -> np.ndarray:
-    if not path.is_file():
+def check_image(path: Path) -> None:
+    """The cheap checks of a query picture, before the memory is opened: it exists and its
+    header claims a size worth decoding."""
+    if not path.exists():
         raise WmError(f"{path}: no such file")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if not path.is_file():
+        raise WmError(f"{path}: not a regular file")
+    try:
+        with open(path, "rb") as f:
+            size = claimed_size(f)
+    except OSError as e:
+        raise WmError(f"{path}: cannot be read ({e.strerror or e})") from None
+    _refuse_large(path, size)
+
+
+def _refuse_large(path: Path, size: tuple[int, int] | None) -> None:
+    if too_large(size):
+        raise WmError(f"{path}: a {size[0]}x{size[1]} picture is too large to search with"
+                      f" (at most {MAX_PIXELS // 1_000_000} megapixels); make it smaller")
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """libpng and libjpeg print their own complaints on fd 2: the user gets our one line."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def read_image(path: Path) -> np.ndarray:
+    check_image(path)
+    try:
+        with _native_stderr_silenced():
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:   # OpenCV asserts on sizes it refuses, among other things
+        img = None
     if img is None:
         raise WmError(f"{path}: not a readable image (JPEG, PNG, BMP, TIFF, WebP ...)")
+    _refuse_large(path, (img.shape[1], img.shape[0]))
     return img
+
+
+def check_sound(path: Path) -> None:
+    if not path.is_file():
+        raise WmError(f"{path}: no such file")
 
 
 def read_audio(path: Path) -> np.ndarray:
     """Any audio file PyAV can decode, as 16 kHz mono int16."""
     import av  # loads FFmpeg: only a query by sound pays for it
 
-    if not path.is_file():
-        raise WmError(f"{path}: no such file")
+    check_sound(path)
     try:
         with av.open(str(path)) as f:
             if not f.streams.audio:

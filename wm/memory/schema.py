@@ -1,5 +1,6 @@
 """The memory's tables, in the WAL database it shares with the queue and the model
 versions. Vector shards are files (wm.memory.shards); these rows say which exist."""
+import sqlite3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memory_clips (
@@ -19,6 +20,9 @@ CREATE TABLE IF NOT EXISTS memory_clips (
 CREATE INDEX IF NOT EXISTS memory_clips_date ON memory_clips(date, version);
 CREATE INDEX IF NOT EXISTS memory_clips_version ON memory_clips(version, date);
 CREATE INDEX IF NOT EXISTS memory_clips_start ON memory_clips(start);
+-- Clips whose media is still kept, by time: retention and re-embedding read these, never
+-- the purged history in front of them.
+CREATE INDEX IF NOT EXISTS memory_clips_present ON memory_clips(start) WHERE media_gone IS NULL;
 CREATE TABLE IF NOT EXISTS memory_versions (
     version      TEXT PRIMARY KEY,
     seq          INTEGER UNIQUE NOT NULL,  -- order in which this memory first saw it
@@ -52,4 +56,41 @@ CREATE TABLE IF NOT EXISTS memory_labels (
     added   REAL NOT NULL,
     PRIMARY KEY (word, clip_id)
 );
+CREATE INDEX IF NOT EXISTS memory_labels_clip ON memory_labels(clip_id);
+-- Shard and index files no row uses any more, deleted once no query holds the readers'
+-- lock (wm.memory.locks): a query may have listed them a moment before.
+CREATE TABLE IF NOT EXISTS memory_retired (
+    file    TEXT PRIMARY KEY,           -- relative to paths.embeddings, with its suffix
+    retired REAL NOT NULL
+);
+-- Clips retention marked media-gone whose files are not all deleted yet (a crash, or a
+-- file that could not be deleted now): the next run finishes them.
+CREATE TABLE IF NOT EXISTS memory_purge_pending (
+    clip_id TEXT PRIMARY KEY
+);
+-- Bytes on disk per day folder, valid while the folder's mtime is unchanged, so that
+-- retention re-reads only the folders that changed (wm.memory.usage).
+CREATE TABLE IF NOT EXISTS disk_usage (
+    folder   TEXT PRIMARY KEY,          -- relative to the data root
+    mtime_ns INTEGER NOT NULL,
+    media    INTEGER NOT NULL,
+    records  INTEGER NOT NULL
+);
 """
+
+
+
+def _has(conn: sqlite3.Connection, table: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (table,)).fetchone() is not None
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """The tables, made or brought up to date. A database made before memory_purge_pending
+    existed may hold media-gone clips whose files a crashed run left: they become pending
+    once, so the next retention finishes them."""
+    upgrading = _has(conn, "memory_clips") and not _has(conn, "memory_purge_pending")
+    conn.executescript(SCHEMA)
+    if upgrading:
+        conn.execute("INSERT OR IGNORE INTO memory_purge_pending(clip_id)"
+                     " SELECT clip_id FROM memory_clips WHERE media_gone IS NOT NULL")

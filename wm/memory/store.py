@@ -7,7 +7,6 @@ COMMIT leaves files no row names; wm.memory.maintenance.sweep_orphans deletes th
 the next commit."""
 from __future__ import annotations
 
-import fcntl
 import json
 import sqlite3
 import time
@@ -19,8 +18,9 @@ import numpy as np
 
 from wm.base.paths import Paths
 from wm.base.queue import COMMITTED, open_queue_db, set_state
+from wm.memory import locks
 from wm.memory.clips import CLIP_COLS, Clip, ClipRecord, clip_key, record
-from wm.memory.schema import SCHEMA
+from wm.memory.schema import create_schema
 from wm.memory.shards import (
     KINDS,
     SHARD_COLS,
@@ -28,7 +28,6 @@ from wm.memory.shards import (
     Shard,
     normalise,
     shard_files,
-    version_folder,
     write_shard,
 )
 
@@ -45,7 +44,7 @@ class Store:
     def __init__(self, paths: Paths):
         self.paths = paths
         self.conn = open_queue_db(paths.memory_db)   # commit flips queue states too
-        self.conn.executescript(SCHEMA)
+        create_schema(self.conn)
         self._mapped: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.indexes: dict[str, object] = {}   # open ANN indexes by file (wm.memory.ann)
 
@@ -74,13 +73,12 @@ class Store:
     @contextmanager
     def writer(self) -> Iterator[None]:
         """One commit/compaction/index builder at a time (orphan sweeping relies on it)."""
-        self.paths.embeddings.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.embeddings / ".writer.lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with locks.writer_lock(self.paths):
+            yield
+
+    def reading(self):
+        """Held by a query from listing shards to opening them (wm.memory.locks)."""
+        return locks.reading(self.paths)
 
     # -- versions ----------------------------------------------------------------------
     def versions(self) -> list[str]:
@@ -131,11 +129,18 @@ class Store:
         return self.conn.execute(
             f"SELECT COUNT(*) FROM memory_clips WHERE {' AND '.join(where)}", params).fetchone()[0]
 
-    def stale_clips(self, version: str, limit: int, before: str | None = None) -> list[ClipRecord]:
+    def stale_clips(self, version: str, limit: int, before: str | None = None,
+                    max_attempts: int | None = None, now: float = 0.0) -> list[ClipRecord]:
         """Clips whose newest vectors are from another version and whose media still exists,
-        newest first (starting before `before`): the re-embedding worklist."""
-        return self._clips(f"version IN ({_OLDER}) AND media_gone IS NULL AND start < ?"
-                           " ORDER BY start DESC LIMIT ?", (version, before or "~", limit))
+        newest first (starting before `before`): the re-embedding worklist. With
+        `max_attempts`, clips whose files failed to read are left out while they wait for
+        their retry time (after `now`) and for good once they failed that many times."""
+        waiting = ("" if max_attempts is None else
+                   " AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.clip_id = memory_clips.clip_id"
+                   " AND (q.attempts >= ? OR q.retry_after > ?))")
+        extra = () if max_attempts is None else (max_attempts, now)
+        return self._clips(f"version IN ({_OLDER}) AND media_gone IS NULL AND start < ?{waiting}"
+                           " ORDER BY start DESC LIMIT ?", (version, before or "~", *extra, limit))
 
     def count_stale(self, version: str) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM memory_clips WHERE version IN ({_OLDER})"
@@ -147,19 +152,44 @@ class Store:
                                  (date, version)).fetchall()
         return np.fromiter((r[0] for r in rows), np.int64, len(rows))
 
-    def mark_media_gone(self, clip_ids: list[str], when: float) -> None:
+    def mark_media_gone(self, clip_ids: list[str], when: float, pending: bool = False) -> None:
+        """Say these clips' media is gone; `pending`: retention is about to delete their
+        files, and a run that stops half-way is finished by the next (purge_pending)."""
         with self.transaction() as c:
             c.executemany("UPDATE memory_clips SET media_gone = ? WHERE clip_id = ?",
                           [(when, cid) for cid in clip_ids])
+            if pending:
+                c.executemany("INSERT OR IGNORE INTO memory_purge_pending(clip_id) VALUES (?)",
+                              [(cid,) for cid in clip_ids])
 
     def media_present(self, before: str | None = None) -> Iterator[ClipRecord]:
         """Clips in memory whose media has not been deleted, oldest first (only those
         starting before `before`, an ISO UTC time, if given)."""
-        return iter(self._clips("media_gone IS NULL AND start < ? ORDER BY start",
-                                (before or "~",)))
+        return self.clips_in_order("media_gone IS NULL AND start < ?", (before or "~",))
 
-    def media_gone(self) -> list[ClipRecord]:
-        return self._clips("media_gone IS NOT NULL ORDER BY start")
+    def clips_in_order(self, where: str, params=()) -> Iterator[ClipRecord]:
+        """Clips matching `where`, oldest first, read a page at a time: a year of clips
+        need not all be in memory, and a caller that stops early reads no further."""
+        last, key = "", -1
+        while True:
+            page = self._clips(f"{where} AND (start > ? OR (start = ? AND key > ?))"
+                               " ORDER BY start, key LIMIT ?", (*params, last, last, key, _BATCH))
+            yield from page
+            if len(page) < _BATCH:
+                return
+            last, key = page[-1].start, page[-1].key
+
+    def purge_pending(self, limit: int, after: str = "") -> list[ClipRecord]:
+        """Clips marked media-gone whose files retention has not finished deleting, by
+        clip id (the page after `after`)."""
+        return self._clips("clip_id IN (SELECT clip_id FROM memory_purge_pending WHERE"
+                           " clip_id > ? ORDER BY clip_id LIMIT ?) ORDER BY clip_id",
+                           (after, limit))
+
+    def purge_done(self, clip_ids: list[str]) -> None:
+        with self.transaction() as c:
+            c.executemany("DELETE FROM memory_purge_pending WHERE clip_id = ?",
+                          [(cid,) for cid in clip_ids])
 
     # -- shards ------------------------------------------------------------------------
     def shards(self, version: str, kind: str, lo: str | None = None,
@@ -281,14 +311,3 @@ class Store:
                                 " FROM memory_indexes WHERE version = ? AND kind = ?",
                                 (version, kind)).fetchone()
         return IndexRecord(*row) if row else None
-
-    def set_index(self, rec: IndexRecord, shard_ids: list[int]) -> None:
-        with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO memory_indexes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      (rec.version, rec.kind, rec.file, rec.rows, rec.trained_rows, rec.nprobe,
-                       rec.recall))
-            c.executemany("UPDATE memory_shards SET indexed = 1 WHERE id = ?",
-                          [(i,) for i in shard_ids])
-
-    def index_dir(self, version: str) -> Path:
-        return self.paths.embeddings / version_folder(version) / "index"
