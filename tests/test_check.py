@@ -95,3 +95,24 @@ def test_a_damaged_model_file_is_found_and_kept_out_of_use(home, run_wm):
     assert run_wm("check", "--repair").code == 0
     assert all(v.broken for v in all_versions(home)) and model.exists()   # kept, not deleted
     assert run_wm("check").code == 0
+
+
+def test_a_damaged_shard_is_found_and_queries_work_again_after_repair(home, run_wm, settings):
+    from memory_support import committed_days, settings_for_tests
+
+    from wm.memory.store import Store
+
+    s = settings_for_tests()
+    committed_days(home, s, [(DATE, 8, 1)])
+    with Store(home) as store:
+        shard = next(sh for sh in store.all_shards() if sh.kind == "video")
+        vec, _ = store.shard_path(shard)
+    vec.write_bytes(vec.read_bytes()[:200])                     # a disk that lost the tail
+    clip = sorted(home.clips_dir(DATE).glob("*.json"))[0].stem
+    assert run_wm("query", "--clip", clip, "--modality", "video").code != 0
+    r = run_wm("check")
+    assert r.code == 1 and "damaged memory shard: v1/2025-01-15/video" in r.out
+    assert run_wm("check", "--repair").code == 0
+    assert run_wm("check").code == 0
+    r = run_wm("query", "--clip", clip)                          # the clip's other vectors
+    assert r.code == 0, r.err

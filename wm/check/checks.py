@@ -16,6 +16,8 @@ from wm.capture.scan import queue_clip
 from wm.check.problems import Problem
 from wm.learn.modelfiles import check_model_files
 from wm.learn.versions import mark_broken
+from wm.memory import integrity
+from wm.memory.store import Store
 
 # A partial write younger than this may belong to a process writing it now (a clip takes
 # seconds, an ANN index of a large memory minutes); older ones are left by a crash.
@@ -71,6 +73,32 @@ def model_files(ctx: Context) -> list[Problem]:
 def _mark_broken(paths: Paths, version: str, reason: str) -> str:
     mark_broken(paths, version, reason)
     return "kept out of use"
+
+
+def memory_files(ctx: Context) -> list[Problem]:
+    """Shard rows whose files are missing or truncated, index rows whose file is gone."""
+    if not ctx.paths.memory_db.exists():
+        return []
+    with Store(ctx.paths) as store:
+        damaged = integrity.damaged_shards(store)
+        lost = integrity.missing_indexes(store)
+    found = [Problem("damaged memory shard", f"{d.shard.version}/{d.shard.date}/{d.shard.kind}",
+                     d.reason, lambda d=d: _drop_shard(ctx.paths, d.shard)) for d in damaged]
+    found += [Problem("missing memory index", f"{v}/{k}", f,
+                      lambda v=v, k=k: _drop_index(ctx.paths, v, k)) for v, k, f in lost]
+    return found
+
+
+def _drop_shard(paths: Paths, shard) -> str:
+    with Store(paths) as store, store.writer():
+        integrity.drop_shard(store, shard)
+    return f"row dropped: {shard.rows} clips lose these vectors until the next version embeds them"
+
+
+def _drop_index(paths: Paths, version: str, kind: str) -> str:
+    with Store(paths) as store, store.writer():
+        integrity.drop_index(store, version, kind)
+    return "searched exactly until the next maintenance rebuilds it"
 
 
 def dead_claims(ctx: Context) -> list[Problem]:

@@ -12,7 +12,8 @@ from wm.check.problems import CheckResult, Problem
 
 Check = Callable[..., list[Problem]]
 CHEAP: tuple[Check, ...] = (checks.stale_partials, checks.dead_claims)
-FULL: tuple[Check, ...] = CHEAP + (checks.orphan_media, checks.queue_and_files, checks.model_files)
+FULL: tuple[Check, ...] = CHEAP + (checks.orphan_media, checks.queue_and_files, checks.model_files,
+                                   checks.memory_files)
 
 _log = log.get("wm.check")
 
