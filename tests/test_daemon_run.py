@@ -12,143 +12,28 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from daemon_harness import (
     REPO,
     TINY_LEARN,
-    Control,
-    daemon_env,
-    events,
-    start_daemon,
+    berlin,
+    no_partials,
+    rig_factory,
     wait_for,
     write_config,
 )
 from loopback import MjpegServer
 
-from wm.demo.synth import write_recording
-
-BERLIN = ZoneInfo("Europe/Berlin")
-
-
-def berlin(*args) -> float:
-    return datetime(*args, tzinfo=BERLIN).timestamp()
-
-
-@dataclass
-class Rig:
-    tmp: Path
-    source: Path
-    speed: float
-    window: str = "01:00-06:00"
-    learn: dict | None = None
-    procs: list = field(default_factory=list)
-
-    def __post_init__(self):
-        self.home = self.tmp / "home"
-        self.config = write_config(self.tmp / "config.yaml", daemon={"night_window": self.window},
-                                   learn=self.learn)
-        self.control = Control(self.tmp / "control.json")
-        self.log = self.tmp / "daemon.log"
-
-    def env(self, **extra) -> dict[str, str]:
-        return daemon_env(self.home, self.config, self.control.path, self.source, self.speed,
-                          **extra)
-
-    def start(self, **extra) -> subprocess.Popen:
-        p = start_daemon(self.env(**extra), self.log)
-        self.procs.append(p)
-        return p
-
-    def wm(self, *args) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "wm", *args], capture_output=True,
-                              text=True, env=self.env(), cwd=REPO, timeout=60)
-
-    def status(self) -> tuple[int, dict]:
-        p = self.wm("status", "--json")
-        return p.returncode, json.loads(p.stdout)
-
-    def published(self) -> dict:
-        try:
-            return json.loads((self.home / "state" / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def clips_written(self) -> int:
-        return (self.published().get("recorder") or {}).get("clips_written", 0)
-
-    def manifests(self) -> set[str]:
-        return {p.stem for p in (self.home / "data" / "clips").rglob("*.json")}
-
-    def rows(self) -> list[tuple[str, str, str | None]]:
-        db = self.home / "memory" / "episodic.sqlite"
-        if not db.exists():
-            return []
-        with sqlite3.connect(db) as c:
-            try:
-                return c.execute("SELECT clip_id, state, owner FROM queue").fetchall()
-            except sqlite3.OperationalError:    # the daemon is creating it
-                return []
-
-    def committed(self) -> set[str]:
-        return {cid for cid, state, _ in self.rows() if state == "committed"}
-
-    def file_events(self) -> list[dict]:
-        """The daemon's (and its children's) structured log."""
-        p = self.home / "logs" / "wm.jsonl"
-        out = []
-        for line in (p.read_text(errors="replace").splitlines() if p.exists() else []):
-            try:
-                out.append(json.loads(line))
-            except ValueError:     # a line being written right now
-                pass
-        return out
-
-    def standin(self, event: str) -> list[dict]:
-        return [e for e in events(self.home) if e["event"] == event]
-
-    def cleanup(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for pid in {e["pid"] for e in events(self.home)}:   # no stand-in outlives the test
-            try:
-                if "sleep_standin" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
-
 
 @pytest.fixture
 def make_rig(tmp_path):
-    rigs = []
-
-    def make(seconds: float, speed: float, **kw) -> Rig:
-        src = tmp_path / "day.mp4"
-        write_recording(src, seconds, [0, 1, 2], 4.0, size=(120, 160))
-        rig = Rig(tmp_path, src, speed, **kw)
-        rig.control.set(now=berlin(2025, 1, 15, 14, 0), idle=False, power=True,
-                        tz="Europe/Berlin")
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.cleanup()
-
-
-def no_partials(home: Path) -> bool:
-    return not list((home / "data").rglob("*.partial"))
+    yield from rig_factory(tmp_path)
 
 
 def test_run_status_second_instance_reload_and_stop(make_rig):

@@ -146,3 +146,13 @@ def test_judging_a_running_daemon(env, lock_holder):
     lock_holder.wait()
     r = build_report(settings, paths)
     assert not r.running and r.exit_code == NOT_RUNNING
+
+
+def test_a_disk_without_room_is_a_reason_in_words():
+    from wm.daemon.status_report import disk_problem
+
+    assert disk_problem(0, 2.0).startswith("disk full")
+    low = disk_problem(500_000_000, 2.0)
+    assert low.startswith("disk almost full") and "retention.min_free_gb" in low
+    assert disk_problem(3_000_000_000, 2.0) is None
+    assert disk_problem(1, 0.0) is None      # no floor: only a full disk stops it

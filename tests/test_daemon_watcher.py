@@ -3,6 +3,7 @@ manifest arrives as a rename), the real SQLite queue, and real `wm ingest` child
 recordings dropped into data/raw/{date}/."""
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 
@@ -64,6 +65,7 @@ def test_startup_rescan_queues_each_clip_once_and_clears_partials(env):
              paths.frames_dir(DAY) / "20250115T235959Z_0.jpg.partial"]
     for p in stale:
         p.write_bytes(b"half a clip")
+        os.utime(p, (time.time() - 60, time.time() - 60))   # untouched since the crash
 
     w = watcher()
     assert not any(p.exists() for p in stale)

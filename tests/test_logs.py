@@ -21,7 +21,7 @@ import pytest
 from wm.base import log
 from wm.base.errors import WmError
 from wm.base.paths import Paths
-from wm.daemon.logview import run_logs
+from wm.daemon.logview import log_files, run_logs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,3 +206,60 @@ def test_follow_across_rotation(tmp_path, real_log):
     split = [ln for ln in out if "split" in ln and "after_split" not in ln]
     assert len(split) == 1 and "WARNING" in split[0] and "part=2" in split[0]
     assert rc == 0
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from wm.base import log
+log.setup(Path(sys.argv[1]), "info", max_bytes=int(sys.argv[4]), backups=1000, console=False)
+lg = log.get("wm.test")
+for i in range(int(sys.argv[3])):
+    lg.info("line", writer=int(sys.argv[2]), n=i, pad="x" * 60)
+"""
+
+
+def test_several_processes_share_one_log_and_its_rotation(tmp_path):
+    """`wm run`, `wm sleep` and `wm ingest` write one log at once: every line arrives
+    once and whole, and the log is rotated once per max_bytes, not once per process."""
+    paths = Paths(tmp_path)
+    paths.logs.mkdir()
+    writers, each, max_bytes = 4, 400, 4000
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(paths.log_file), str(w),
+                               str(each), str(max_bytes)], cwd=REPO)
+             for w in range(writers)]
+    assert [p.wait(120) for p in procs] == [0] * writers
+
+    files = log_files(paths.log_file)
+    records = [json.loads(ln) for f in files for ln in f.read_text().splitlines()]
+    seen = sorted((r["writer"], r["n"]) for r in records)
+    assert seen == [(w, n) for w in range(writers) for n in range(each)]
+    total = sum(f.stat().st_size for f in files)
+    line = total / len(records)
+    assert len(files) <= total / max_bytes * 1.25 + 2, "rotated more often than it filled"
+    # A process that has not yet seen a rotation appends its line to the file just moved.
+    assert all(f.stat().st_size <= max_bytes + writers * line for f in files[1:])
+
+
+def test_logs_under_a_strict_locale_show_non_utf8_names(tmp_path, real_log):
+    """A file name that is not UTF-8 (as Linux allows), bytes that are not text and an
+    accent, shown by `wm logs` where stdout cannot encode them: escaped, not a crash."""
+    paths = Paths(tmp_path)
+    real_log(paths.log_file, "info", console=False)
+    log.get("wm.ingest").warning("ingest_failed", file=os.fsdecode(b"/raw/caf\xe9.mp4"))
+    log.get("wm.test").info("gr\u00fc\u00dfe")
+    with open(paths.log_file, "ab") as f:
+        f.write(b'{"event": "raw \xff\xfe bytes", "level": "info"}\n')
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONIO"))}
+    base.update(WM_HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    base.pop("WM_CONFIG", None)
+    for strict in ({"LC_ALL": "C", "PYTHONUTF8": "0"},                   # ASCII stdout
+                   {"LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}):   # strict UTF-8
+        for args in ((), ("--json",)):
+            done = subprocess.run([sys.executable, "-m", "wm", "logs", *args],
+                                  capture_output=True, env={**base, **strict}, timeout=60)
+            assert done.returncode == 0, (strict, args, done.stderr)
+            out = done.stdout.decode("utf-8")
+            assert "ingest_failed" in out and "caf" in out and "bytes" in out, (strict, out)
+            if args:
+                assert len([json.loads(ln) for ln in out.splitlines()]) == 3

@@ -11,6 +11,7 @@ import os
 import plistlib
 import pwd
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -159,6 +160,39 @@ def test_verify_check_catches_a_broken_unit(tmp_path):
     assert "no such python" in done.stderr
 
 
+def _unit_values(text: str, key: str) -> list[str]:
+    return [ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith(f"{key}=")]
+
+
+def test_a_module_planted_in_the_data_root_does_not_run_in_the_service(tmp_path):
+    """The rendered unit's ExecStart, run as systemd would (its working directory, its
+    environment), starts the real wm even with a `wm/` package and a `structlog.py` in
+    the data root, where the service used to run."""
+    data = tmp_path / "data"
+    (data / "wm").mkdir(parents=True)
+    (data / "wm" / "__init__.py").write_text("")
+    (data / "wm" / "__main__.py").write_text("print('PLANTED wm ran')\n")
+    (data / "structlog.py").write_text("print('PLANTED structlog ran')\nraise SystemExit(99)\n")
+    cfg = tmp_path / "wm.yaml"    # no device: the real `wm run` starts, then says so and exits
+    cfg.write_text('capture:\n  camera: /nonexistent/cam.mp4\n  microphone: "off"\n')
+    text = render_unit(service_spec(Paths(data), cfg, environ={"WM_HOME": str(data)}))
+    done = _verify(text, tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+
+    [cwd] = _unit_values(text, "WorkingDirectory")
+    assert not Path(cwd).resolve().is_relative_to(data)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    for line in _unit_values(text, "Environment"):
+        env.update(word.split("=", 1) for word in shlex.split(line))
+    [exec_start] = _unit_values(text, "ExecStart")
+    run = subprocess.run(shlex.split(exec_start), cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert "PLANTED" not in run.stdout + run.stderr
+    assert run.returncode == 2 and "wm: nothing to record" in run.stderr
+    started = [json.loads(ln)["event"] for ln in (data / "logs" / "wm.jsonl").read_text().splitlines()]
+    assert "daemon_starting" in started
+
+
 def test_rendered_plist_has_every_required_key_with_absolute_paths(tmp_path):
     home = tmp_path / "Users" / "ann"
     data = tmp_path / "wm & <data>"
@@ -177,7 +211,9 @@ def test_rendered_plist_has_every_required_key_with_absolute_paths(tmp_path):
     logs = home / "Library" / "Logs" / "wm"
     assert plist["StandardOutPath"] == str(logs / "wm.out.log")
     assert plist["StandardErrorPath"] == str(logs / "wm.err.log")
-    assert plist["WorkingDirectory"] == str(data)
+    # Not the data root: `python -m wm` would import a wm/ or structlog.py found there.
+    assert plist["WorkingDirectory"] == "/"
+    assert plist["EnvironmentVariables"]["PYTHONSAFEPATH"] == "1"
     env = plist["EnvironmentVariables"]
     assert env["WM_HOME"] == str(data)
     assert env["PATH"].split(":")[0] == os.path.dirname(os.path.abspath(sys.executable))

@@ -40,6 +40,21 @@ def spawn(argv: list[str], **kw) -> subprocess.Popen:
                             start_new_session=True, preexec_fn=_preexec, **kw)
 
 
+def stop_child(p: subprocess.Popen, sig: int, grace: float) -> bool:
+    """Send `sig`, wait up to `grace` seconds, then kill. True when it stopped by itself."""
+    try:
+        p.send_signal(sig)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(grace)
+        return True
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

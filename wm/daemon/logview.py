@@ -214,6 +214,16 @@ def _inode(path: Path) -> int | None:
         return None
 
 
+def tolerant_stdout() -> None:
+    """Under a strict locale (LC_ALL=C without UTF-8 mode) stdout is ASCII, and even a
+    UTF-8 stdout refuses the lone surrogates that stand for a non-UTF-8 file name: what
+    the codec cannot take is written as a backslash escape instead of ending `wm logs`
+    (an escape keeps a --json line JSON)."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+
+
 def run_logs(paths: Paths, follow: bool = False, level: str | None = None,
              as_json: bool = False, since: float | None = None,
              lines: int | None = None) -> int:
@@ -224,6 +234,7 @@ def run_logs(paths: Paths, follow: bool = False, level: str | None = None,
     after = datetime.now(timezone.utc) - timedelta(seconds=since) if since is not None else None
     limit = lines if lines is not None else (None if since is not None else DEFAULT_LINES)
     keep = make_filter(level, after)
+    tolerant_stdout()
     color = (not as_json and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
 
     def show(batch: list[LogLine]) -> None:

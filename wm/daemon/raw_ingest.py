@@ -18,7 +18,7 @@ from typing import Callable
 from wm.base.atomic import PARTIAL
 from wm.base.clipids import parse_date
 from wm.base.paths import Paths
-from wm.daemon.children import spawn
+from wm.daemon.children import spawn, stop_child
 
 # A raw recording is ingested once it has not changed for this long (a copy in progress
 # grows; FSEvents on macOS has no close event to tell us it finished).
@@ -43,12 +43,7 @@ def ingest_command(config_path: str | None) -> Ingest:
             p = spawn(argv, stdout=subprocess.DEVNULL, stderr=err, text=True)
             while p.poll() is None:
                 if stopping.wait(0.2):
-                    p.send_signal(signal.SIGINT)
-                    try:
-                        p.wait(STOP_GRACE_SECONDS)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                        p.wait()
+                    stop_child(p, signal.SIGINT, STOP_GRACE_SECONDS)
                     raise InterruptedError("stopped by the daemon")
             if p.returncode != 0:
                 err.seek(0)

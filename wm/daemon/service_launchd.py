@@ -59,7 +59,7 @@ def render_plist(spec: ServiceSpec, home: Path, template: str | None = None) -> 
     values: dict[str, str | list[str]] = {
         "@PYTHON@": spec.program[0],
         "@CONFIG_ARGS@": spec.program[4:],
-        "@WORKING_DIRECTORY@": str(spec.data_root),
+        "@WORKING_DIRECTORY@": str(spec.working_directory),
         "@PATH@": ":".join([python_dir] + [d for d in _SEARCH_PATH if d != python_dir]),
         "@WM_HOME@": spec.environment.get("WM_HOME", ""),
         "@LOG_DIR@": str(launchd_log_dir(home)),

@@ -4,7 +4,12 @@ environment), and the templates its unit or agent is written from.
 The templates ship inside the package (wm/daemon/templates/), so an installed wheel can
 write them. The service runs this very interpreter with `-m wm`, by absolute path and not
 through a shell or PATH, so a virtual environment works without being activated; its
-symlink is kept as is, since resolving it would leave the environment."""
+symlink is kept as is, since resolving it would leave the environment.
+
+`python -m` puts its working directory first on the import path: a `wm/` folder or a
+`structlog.py` there would run instead of the real modules. So the service runs in `/`
+(which a user cannot write to), never in the data root, and with PYTHONSAFEPATH=1 set
+in the templates (Python 3.11 and later then leave the working directory out)."""
 from __future__ import annotations
 
 import os
@@ -23,6 +28,8 @@ from wm.base.paths import Paths
 # a service manager does not start with the login shell's environment.
 CARRIED_ENV = ("WM_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME")
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+# Where the service runs: nothing in it can shadow a module (see above).
+SERVICE_CWD = Path("/")
 
 
 class ServiceError(WmError):
@@ -43,9 +50,10 @@ def check_filled(text: str, template: str) -> None:
 @dataclass(frozen=True)
 class ServiceSpec:
     program: list[str]            # absolute interpreter, then its arguments
-    data_root: Path               # the working directory; also where uninstall says data is
+    data_root: Path               # where uninstall says the data is
     environment: dict[str, str]   # variables the service needs beyond the manager's own
     config_file: Path | None      # the settings file the service reads, if any
+    working_directory: Path = SERVICE_CWD
 
 
 def service_spec(paths: Paths, config_path: str | os.PathLike | None,

@@ -46,7 +46,7 @@ def render_unit(spec: ServiceSpec, template: str | None = None) -> str:
             _unit_word(f"{k}={v}", exec_line=False) for k, v in spec.environment.items())
     values = {
         "@EXEC_START@": " ".join(_unit_word(w, exec_line=True) for w in spec.program),
-        "@WORKING_DIRECTORY@": str(spec.data_root).replace("%", "%%"),
+        "@WORKING_DIRECTORY@": str(spec.working_directory).replace("%", "%%"),
     }
     lines = []
     for line in text.splitlines():

@@ -55,7 +55,8 @@ def render(r: Report, now: float) -> str:
     if r.problem and r.running:
         lines.append(f"problem:     {r.problem}")
     lines.append(f"paused:      {'yes' if r.paused else 'no'}")
-    lines.append("queue:       " + ", ".join(f"{n} {state}" for state, n in r.queue.items()))
+    lines.append("queue:       " + (", ".join(f"{n} {state}" for state, n in r.queue.items())
+                                    or "unknown (the database cannot be read)"))
     lines.append(f"disk:        data {_size(r.data_bytes)}, {_size(r.free_bytes)} free")
     if r.last_sleep is None:
         lines.append("last sleep:  never")
@@ -73,7 +74,22 @@ def render(r: Report, now: float) -> str:
                  f"{datetime.fromisoformat(r.next_window_closes):%H:%M}")
     if r.scheduler:
         lines.append(f"scheduler:   {r.scheduler}")
+    if r.retention:
+        lines.append(f"retention:   {r.retention}")
+    lines += fault_lines(r.faults, now)
     return "\n".join(lines)
+
+
+def fault_lines(faults: dict[str, dict], now: float) -> list[str]:
+    """One line per part of the daemon that failed since it started."""
+    out = []
+    for name, f in sorted(faults.items()):
+        times = "once" if f["failures"] == 1 else f"{f['failures']} times"
+        retry = (f", retrying in {_age(f['retry_at'] - now)}"
+                 if f.get("retry_at") and f["retry_at"] > now else "")
+        out.append(f"{'restarted:' if not out else '':<13}{name} failed {times}, last "
+                   f"{_age(max(0.0, now - f['last_at']))} ago: {f['last_error']}{retry}")
+    return out
 
 
 def show_status(settings: Settings, paths: Paths, as_json: bool) -> int:

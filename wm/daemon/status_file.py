@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wm.daemon.scheduler import SchedulerView
@@ -36,6 +36,24 @@ class RecorderView:
 
 
 @dataclass(frozen=True)
+class FaultView:
+    """A part of the daemon that failed (and was restarted or retried)."""
+    failures: int                # since the daemon started
+    last_error: str
+    last_at: float               # wall time of the last failure
+    retry_at: float | None       # wall time of the next try while it backs off
+
+
+@dataclass(frozen=True)
+class RetentionView:
+    """Retention run by the daemon itself, outside sleep cycles."""
+    running_pid: int | None
+    last_started: float | None   # wall time
+    last_reason: str | None      # why it ran: the disk is low, or its regular turn
+    last_result: str | None      # what it did, in words
+
+
+@dataclass(frozen=True)
 class DaemonStatus:
     """What the running daemon publishes in state/status.json."""
     pid: int
@@ -47,6 +65,8 @@ class DaemonStatus:
     watcher: WatcherView
     data_bytes: int | None = None     # disk used by data/, measured in the background
     data_bytes_at: float | None = None
+    faults: dict[str, FaultView] = field(default_factory=dict)
+    retention: RetentionView | None = None
 
     def write(self, path: Path) -> None:
         from wm.base.atomic import atomic_write_bytes
@@ -57,8 +77,20 @@ class DaemonStatus:
     def read(cls, path: Path) -> "DaemonStatus | None":
         try:
             d = json.loads(path.read_text())
+            retention = d.get("retention")
             return cls(**{**d, "recorder": RecorderView(**d["recorder"]),
                           "scheduler": SchedulerView(**d["scheduler"]),
-                          "watcher": WatcherView(**d["watcher"])})
+                          "watcher": WatcherView(**d["watcher"]),
+                          "faults": {k: FaultView(**v) for k, v in (d.get("faults") or {}).items()},
+                          "retention": RetentionView(**retention) if retention else None})
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+def status_line(h, sv: SchedulerView, queued: str) -> str:
+    """The one line systemd shows (STATUS=): recorder health `h`, the scheduler's view."""
+    state = "paused" if h.paused else "disk low" if h.disk_low else "recording"
+    sleep = (f"sleeping (pid {sv.sleeping_pid})" if sv.sleeping_pid
+             else f"next sleep {sv.next_opens[:16]}")
+    return (f"{state}: camera {h.camera}, microphone {h.microphone}; {h.clips_written} clips; "
+            f"{queued} queued; {sleep}")

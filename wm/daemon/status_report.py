@@ -4,17 +4,19 @@ cycle's own record)."""
 from __future__ import annotations
 
 import os
-import shutil
+import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from wm.base import lock
 from wm.base.clipids import local_tz
 from wm.base.config import Settings
 from wm.base.lastsleep import LastSleep
 from wm.base.paths import Paths
-from wm.daemon import lock
+from wm.base.queue import STATES, Queue
+from wm.capture.diskfloor import below_floor, floor_message, free_bytes
 from wm.daemon.scheduler import NightWindow
 from wm.daemon.status_file import STALE_SECONDS, DaemonStatus
 
@@ -34,7 +36,7 @@ class Report:
     last_clip_age: float | None
     clips_written: int | None
     paused: bool
-    queue: dict[str, int]
+    queue: dict[str, int]          # empty when the database cannot be read
     data_bytes: int
     free_bytes: int
     last_sleep: LastSleep | None
@@ -44,6 +46,9 @@ class Report:
     next_window_closes: str
     scheduler: str | None          # the scheduler's last decision and why
     problem: str | None            # why it is not recording, in words
+    # parts of the daemon that failed and were restarted: name -> failures, last error...
+    faults: dict[str, dict] = field(default_factory=dict)
+    retention: str | None = None   # the daemon's last retention run outside sleep cycles
 
     @property
     def exit_code(self) -> int:
@@ -73,22 +78,40 @@ def dir_bytes(root: Path) -> int:
     return total
 
 
-def free_bytes(path: Path) -> int:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
+class _ReadOnlyQueue(Queue):
+    """The queue of a data root that cannot be written (a read-only mount, a full disk):
+    opened as an immutable file, which needs neither the WAL's shared memory nor a lock."""
+
+    def __init__(self, db: Path):
+        self.conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
 
 
 def queue_counts(paths: Paths) -> dict[str, int]:
-    from wm.base.queue import STATES, Queue
-
+    """Clips per queue state; empty when the database cannot be read at all."""
     if not paths.memory_db.exists():
         return {s: 0 for s in STATES}
-    q = Queue(paths.memory_db)
-    try:
-        return q.counts()
-    finally:
-        q.close()
+    for kind in (Queue, _ReadOnlyQueue):
+        try:
+            q = kind(paths.memory_db)
+        except (sqlite3.Error, OSError):
+            continue
+        try:
+            return q.counts()
+        except sqlite3.Error:
+            continue
+        finally:
+            q.close()
+    return {}
+
+
+def disk_problem(free: int, min_free_gb: float) -> str | None:
+    """Why nothing is recorded for lack of room, or None."""
+    if free <= 0:
+        return "disk full: recording paused until there is room"
+    if below_floor(free, min_free_gb):
+        return (f"disk almost full: recording paused until there is room "
+                f"({floor_message(free, min_free_gb)})")
+    return None
 
 
 def recent_clip_limit(settings: Settings) -> float:
@@ -97,19 +120,22 @@ def recent_clip_limit(settings: Settings) -> float:
 
 
 def _problem(settings: Settings, now: float, running: bool, st: DaemonStatus | None,
-             responding: bool, paused: bool, last_clip_age: float | None) -> str | None:
-    """Why it is not recording, the first reason that holds; None when it is."""
+             responding: bool, paused: bool, last_clip_age: float | None,
+             free: int) -> str | None:
+    """Why it is not recording, the first reason that holds; None when it is. The disk is
+    looked at directly: a daemon on a full disk may not be able to write its status."""
     if not running:
         return "wm run is not running"
+    disk = disk_problem(free, settings.retention.min_free_gb)
     if st is None:
-        return "starting (no status yet)"
+        return disk or "starting (no status yet)"
     if not responding:
-        return f"not responding (status {now - st.updated:.0f} s old)"
+        return disk or f"not responding (status {now - st.updated:.0f} s old)"
     rec = st.recorder
     if paused or rec.paused:
         return "paused"
-    if rec.disk_low:
-        return "disk almost full: recording paused"
+    if disk or rec.disk_low:
+        return disk or "disk almost full: recording paused"
     if "ok" not in (rec.camera, rec.microphone):
         return f"no device records (camera {rec.camera}, microphone {rec.microphone})"
     if last_clip_age is None or last_clip_age > recent_clip_limit(settings):
@@ -128,6 +154,15 @@ def _next_window(settings: Settings, now: float, st: DaemonStatus | None) -> tup
     return o.astimezone(tz).isoformat(), c.astimezone(tz).isoformat()
 
 
+def _retention(r) -> str | None:
+    if r.running_pid:
+        return f"running now (pid {r.running_pid}): {r.last_reason}"
+    if r.last_started is None:
+        return None
+    when = datetime.fromtimestamp(r.last_started).strftime("%a %H:%M")
+    return f"{when}, for {r.last_reason}: {r.last_result or 'no result'}"
+
+
 def build_report(settings: Settings, paths: Paths, now: float | None = None) -> Report:
     from wm.capture.pause import is_paused
 
@@ -144,7 +179,8 @@ def build_report(settings: Settings, paths: Paths, now: float | None = None) -> 
 
     # max: a file played faster than real time dates its clips ahead of the clock.
     last_clip_age = max(0.0, now - rec.last_clip_end) if rec and rec.last_clip_end else None
-    problem = _problem(settings, now, running, st, responding, paused, last_clip_age)
+    free = free_bytes(paths.data)
+    problem = _problem(settings, now, running, st, responding, paused, last_clip_age, free)
     opens, closes = _next_window(settings, now, live)
     data = live.data_bytes if live and live.data_bytes is not None else dir_bytes(paths.data)
     return Report(
@@ -153,10 +189,12 @@ def build_report(settings: Settings, paths: Paths, now: float | None = None) -> 
         camera=rec.camera if rec else None, microphone=rec.microphone if rec else None,
         last_clip_age=last_clip_age, clips_written=rec.clips_written if rec else None,
         paused=paused or bool(rec and rec.paused), queue=queue_counts(paths),
-        data_bytes=data, free_bytes=free_bytes(paths.data),
+        data_bytes=data, free_bytes=free,
         last_sleep=LastSleep.read(paths.last_sleep_file),
         sleeping_pid=live.scheduler.sleeping_pid if live else None,
         sleeping_since=live.scheduler.sleeping_since if live else None,
         next_window_opens=opens, next_window_closes=closes,
         scheduler=f"{live.scheduler.decision}: {live.scheduler.reason}" if live else None,
-        problem=problem)
+        problem=problem,
+        faults={k: asdict(v) for k, v in st.faults.items()} if st else {},
+        retention=_retention(st.retention) if st and st.retention else None)

@@ -5,30 +5,40 @@ processes so they never starve the recorder's audio callback.
 
 SIGTERM and SIGINT stop everything (the clip in flight is finished, a sleep cycle is told
 to checkpoint); SIGHUP reloads the settings file. A second `wm run` finds the lock held,
-names the pid holding it and exits non-zero."""
+names the pid holding it and exits non-zero.
+
+A fault is a state, not a crash: a part that raises (the watcher, the recorder, a look of
+the scheduler, the status write, the database) is logged, retried with back-off and shown
+in `wm status` (wm.daemon.faults); a full disk stops recording with a reason while the
+daemon runs on, applies retention by itself (wm.daemon.maintenance) and records again
+when there is room."""
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Callable
 
 from wm import __version__
-from wm.base import config, log, signals
+from wm.base import config, lock, log, signals
 from wm.base.config import Settings
 from wm.base.errors import WmError
 from wm.base.paths import Paths
 from wm.base.queue import QUEUED, Queue, owner_process
-from wm.daemon import lock
+from wm.capture.diskfloor import below_floor, free_bytes
 from wm.daemon.children import pid_alive
+from wm.daemon.faults import Faults, describe, guarded, supervised_thread
+from wm.daemon.maintenance import Maintenance, maintenance_command
 from wm.daemon.notify import Heartbeat, Notifier, watchdog_interval
 from wm.daemon.probes import Probes, SystemProbes
 from wm.daemon.raw_ingest import Ingest, ingest_command
+from wm.daemon.recorder_guard import RECORDER, RecorderGuard
 from wm.daemon.scheduler import Scheduler, sleep_command
-from wm.daemon.status_file import WRITE_SECONDS, DaemonStatus, RecorderView
+from wm.daemon.status_file import WRITE_SECONDS, DaemonStatus, RecorderView, status_line
 from wm.daemon.status_report import dir_bytes
 from wm.daemon.watcher import Watcher
 
@@ -37,6 +47,9 @@ LOOP_SECONDS = 0.25
 # Disk used by data/ is measured in the background, at most this often, and less often
 # the longer a walk over every file takes (months of clips: several seconds).
 DISK_SECONDS = (10.0, 600.0)
+# A status write that fails (a full disk) is retried at least this often, so `wm status`
+# sees the daemon again soon after there is room.
+STATUS_RETRY_SECONDS = 10.0
 
 
 def run_daemon(settings: Settings, paths: Paths, config_path) -> int:
@@ -53,6 +66,8 @@ class Injected:
     sleep_command: Callable[[float], list[str]] | None = None
     ingest: Ingest | None = None
     settle_seconds: float | None = None
+    maintenance_command: Callable[[], list[str]] | None = None
+    fault: Callable[[str], None] | None = None   # raises to fail a named part, for tests
 
 
 def _real_recorder(settings: Settings, paths: Paths):
@@ -90,7 +105,10 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.reload_requested = False
         self.started = time.time()
-        self.recorder = None
+        self.faults = Faults(self.log)
+        self.queue: Queue | None = None
+        self.capture = RecorderGuard(self.inj.recorder or _real_recorder, paths, self.faults,
+                                     self.log)
         self.ready = False
         self._data_bytes: tuple[int, float] | None = None
         self._status_text = ""
@@ -117,46 +135,60 @@ class Daemon:
         s, p = self.settings, self.paths
         self.log.info("daemon_starting", pid=os.getpid(), version=__version__, home=str(p.root),
                       config=self.config_path)
-        self.queue = Queue(p.memory_db)
         previous = DaemonStatus.read(p.status_file)
-        n = release_dead_claims(self.queue)
-        if n:
-            self.log.info("claims_released", clips=n, reason="their process is gone")
+        # A full disk or a locked database must not keep the daemon from recording: the
+        # database is retried at every look of the scheduler until it opens.
+        guarded(self.faults, "database", self._open_queue)
         self.probes = self.inj.probes or SystemProbes(s)
         self.scheduler = Scheduler(
-            s, p, self.probes, queued=lambda: self.queue.counts()[QUEUED], clock=self.inj.clock,
+            s, p, self.probes, queued=self._queued, clock=self.inj.clock,
             tz=self.inj.tz, command=self.inj.sleep_command or sleep_command(self.config_path),
-            on_child_exit=lambda pid: release_dead_claims(self.queue))
+            on_child_exit=lambda pid: self.queue and release_dead_claims(self.queue))
         if previous and previous.scheduler.sleeping_pid:
             self.scheduler.adopt(previous.scheduler.sleeping_pid, previous.scheduler.sleeping_argv)
+        self.maintenance = Maintenance(
+            s, self.inj.maintenance_command or maintenance_command(self.config_path))
         self.watcher = Watcher(p, ingest=self.inj.ingest or ingest_command(self.config_path),
+                               faults=self.faults, fault=self.inj.fault,
                                **({"settle_seconds": self.inj.settle_seconds}
                                   if self.inj.settle_seconds is not None else {}))
         self.heartbeat = Heartbeat(self.notifier, self.watchdog_interval,
                                    stall_after=2 * s.capture.stall_seconds)
-        threading.Thread(target=self._measure_disk, name="wm-disk", daemon=True).start()
+        supervised_thread("wm-disk", "disk usage", self._measure_disk, self.stop_requested,
+                          self.faults).start()
         try:
             self.watcher.start()         # clears stale .partial files: before capture starts
-            self.recorder = self._new_recorder(s)
-            self.recorder.start()
+            self.capture.start(s)
             self.log.info("daemon_started", pid=os.getpid())
             self._loop()
         finally:
             self._shutdown()
         return 0
 
+    def _open_queue(self) -> None:
+        if self.queue is None:
+            self.queue = Queue(self.paths.memory_db)
+            n = release_dead_claims(self.queue)
+            if n:
+                self.log.info("claims_released", clips=n, reason="their process is gone")
+
+    def _queued(self) -> int:
+        """Clips waiting for a sleep cycle; 0 while the database cannot be opened."""
+        return self.queue.counts()[QUEUED] if self.queue is not None else 0
+
     def _loop(self) -> None:
         next_tick = next_status = 0.0
         while not self.stop_requested.is_set():
             if self.reload_requested:
                 self.reload_requested = False
-                self._reload()
+                guarded(self.faults, "reload", self._reload)
             now = time.monotonic()
-            self._guarded("scheduler", self.scheduler.poll)
+            guarded(self.faults, "scheduler", self.scheduler.poll)
             if now >= next_tick:
-                self._guarded("scheduler", self.scheduler.tick)
+                self._look()
                 next_tick = now + self.settings.daemon.check_seconds
-            health = self.recorder.health()
+            guarded(self.faults, RECORDER, self.capture.watch, self.settings)
+            health = self.capture.health()
             if not self.ready and (health.last_progress is not None or health.paused or health.disk_low):
                 self.ready = True
                 self._status_text = self._status_line(health)
@@ -164,33 +196,48 @@ class Daemon:
                 self.log.info("daemon_ready", camera=health.camera, microphone=health.microphone)
             self.heartbeat.beat(health.last_progress, health.paused or health.disk_low)
             if now >= next_status:
-                self._guarded("status", self._publish, health)
+                guarded(self.faults, "status", self._publish, health, most=STATUS_RETRY_SECONDS)
                 next_status = now + WRITE_SECONDS
             self.stop_requested.wait(LOOP_SECONDS)
 
-    def _guarded(self, part: str, fn, *args) -> None:
-        """A failure in scheduling or reporting is logged; recording goes on."""
-        try:
-            fn(*args)
-        except Exception as e:
-            self.log.error("daemon_part_failed", part=part, error=repr(e), exc_info=True)
+    def _look(self) -> None:
+        """Every check_seconds: the database if it is not open yet, the scheduler, and
+        retention outside sleep cycles."""
+        if self.queue is None:
+            guarded(self.faults, "database", self._open_queue)
+        guarded(self.faults, "scheduler", self._tick)
+        guarded(self.faults, "retention", self._maintain)
+
+    def _tick(self) -> None:
+        if self.inj.fault is not None:
+            self.inj.fault("scheduler")
+        self.scheduler.tick()
+
+    def _maintain(self) -> None:
+        low = below_floor(free_bytes(self.paths.root), self.settings.retention.min_free_gb)
+        self.maintenance.tick(low_disk=low, sleeping=self.scheduler.running)
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
         self.log.info("daemon_stopping")
         self.scheduler.interrupt()      # it checkpoints while capture finishes its clip
-        if self.recorder is not None:
-            self._guarded("recorder", self.recorder.stop)
+        self._last_try(RECORDER, self.capture.stop)
         self.watcher.stop()             # after the recorder: its last clip is queued
         self.scheduler.stop()
-        self._guarded("status", self._publish, self.recorder.health() if self.recorder else None)
-        self.queue.close()
+        self.maintenance.stop()
+        self._last_try("status", lambda: self._publish(self.capture.health()))
+        if self.queue is not None:
+            self.queue.close()
         self.log.info("daemon_stopped")
 
-    # -- reload -----------------------------------------------------------------------
-    def _new_recorder(self, settings: Settings):
-        return (self.inj.recorder or _real_recorder)(settings, self.paths)
+    def _last_try(self, part: str, fn) -> None:
+        """At shutdown, whatever back-off a part is in: one try, a failure logged."""
+        try:
+            fn()
+        except Exception as e:
+            self.log.error("part_failed", part=part, error=describe(e), action="stopping")
 
+    # -- reload -----------------------------------------------------------------------
     def _reload(self) -> None:
         self.notifier.reloading()
         try:
@@ -207,25 +254,15 @@ class Daemon:
                       new.logging.backups)
         self.settings = new
         self.scheduler.update(new)
+        self.maintenance.update(new)
         if hasattr(self.probes, "update"):
             self.probes.update(new)
         self.heartbeat.stall_after = 2 * new.capture.stall_seconds
         if new.capture != old.capture:
-            self._restart_recorder(old, new)
+            self.settings = self.capture.swap(old, new)
         changed = [k for (k, v, _), (_, w, _) in zip(config.flatten(old), config.flatten(new)) if v != w]
         self.log.info("reloaded", changed=changed, config=self.config_path)
         self.notifier.ready()
-
-    def _restart_recorder(self, old: Settings, new: Settings) -> None:
-        self.recorder.stop()
-        try:
-            self.recorder = self._new_recorder(new)
-            self.recorder.start()
-        except WmError as e:
-            self.log.error("reload_capture_failed", error=str(e), kept="the previous devices")
-            self.settings = replace(self.settings, capture=old.capture)
-            self.recorder = self._new_recorder(self.settings)
-            self.recorder.start()
 
     # -- health -------------------------------------------------------------------------
     def _measure_disk(self) -> None:
@@ -236,11 +273,11 @@ class Daemon:
             self.stop_requested.wait(min(DISK_SECONDS[1], max(DISK_SECONDS[0], 100 * took)))
 
     def _status_line(self, h) -> str:
-        state = "paused" if h.paused else "disk low" if h.disk_low else "recording"
-        sv = self.scheduler.view()
-        sleep = f"sleeping (pid {sv.sleeping_pid})" if sv.sleeping_pid else f"next sleep {sv.next_opens[:16]}"
-        return (f"{state}: camera {h.camera}, microphone {h.microphone}; {h.clips_written} clips; "
-                f"{self.queue.counts()[QUEUED]} queued; {sleep}")
+        try:
+            queued = str(self._queued()) if self.queue is not None else "?"
+        except sqlite3.Error:       # locked right now: the line still goes out
+            queued = "?"
+        return status_line(h, self.scheduler.view(), queued)
 
     def _publish(self, h) -> None:
         if h is not None and self.ready:   # READY=1 carries the first status line
@@ -260,4 +297,6 @@ class Daemon:
                      config=self.config_path, recorder=rec, scheduler=self.scheduler.view(),
                      watcher=self.watcher.view(),
                      data_bytes=bytes_at[0] if bytes_at else None,
-                     data_bytes_at=bytes_at[1] if bytes_at else None).write(self.paths.status_file)
+                     data_bytes_at=bytes_at[1] if bytes_at else None,
+                     faults=self.faults.view(),
+                     retention=self.maintenance.view()).write(self.paths.status_file)

@@ -8,6 +8,7 @@ import numpy as np
 from wm.base.config import Settings
 from wm.base.errors import WmError
 from wm.base.paths import Paths
+from wm.learn.fixed import VERSION_0, FixedEncoders
 from wm.memory.clips import ClipRecord
 from wm.memory.commit import embed, read_media
 from wm.memory.store import Store
@@ -22,6 +23,8 @@ class VersionSkipped(Exception):
 
 
 def default_encoders(settings: Settings, paths: Paths, version: str):
+    if version == VERSION_0:     # no model to load: version 0 answers without torch
+        return FixedEncoders(settings.capture.sample_rate)
     # Deferred: the learn component loads torch, which a query by clip or word may not need.
     from wm.learn.encoders import load_encoders
 
