@@ -17,6 +17,7 @@ from typing import Callable
 
 from wm.base import log
 from wm.base.manifest import FINAL, Manifest
+from wm.base.lock import refuse_beside_daemon
 from wm.base.paths import Paths
 from wm.base.signals import StopFlag, stop_on_signals
 from wm.capture.events import AudioBlock, Cut, DeviceState, Event, Frame
@@ -270,6 +271,7 @@ def run_record(settings, paths, duration, camera, microphone) -> int:
     from wm.base.progress import Progress
     from wm.base.redact import PASSWORD_ENV, has_secret
 
+    refuse_beside_daemon(paths.lock_file, "wm record")
     if camera is not None and has_secret(camera):
         # the command line shows in `ps` to every user of the machine
         print(f"wm: warning: the password in --camera is visible to other users in `ps`; "

@@ -3,13 +3,12 @@ how long they have been there, and whether they were ingested whole (their clips
 hold the same moments, so the recording may go)."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wm.base.paths import Paths
-from wm.capture.ingest.index import fingerprint
+from wm.capture.ingest.index import entries, fingerprint
 from wm.memory.retention_rules import RawFile
 
 
@@ -22,20 +21,11 @@ class IngestIndex:
     @classmethod
     def read(cls, paths: Paths) -> "IngestIndex":
         out = cls()
-        try:
-            lines = paths.ingest_index.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            return out   # none yet, or unreadable now: nothing counts as ingested
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue   # a line cut short by a crash
-            if isinstance(entry, dict):
-                if entry.get("file"):
-                    out.files.add(os.path.abspath(str(entry["file"])))
-                if entry.get("fingerprint"):
-                    out.fingerprints.add(str(entry["fingerprint"]))
+        for entry in entries(paths):      # lines noting only where a file starts carry neither
+            if entry.get("file"):
+                out.files.add(os.path.abspath(str(entry["file"])))
+            if entry.get("fingerprint"):
+                out.fingerprints.add(str(entry["fingerprint"]))
         return out
 
     def has_name(self, path: Path) -> bool:
