@@ -7,7 +7,8 @@ One data root lives through every trial. Each trial starts `wm run` recording fr
 loopback camera (MJPEG over HTTP) and a loopback microphone (a PulseAudio null sink),
 then starts, at random, a `wm ingest` of a short recording and/or a `wm sleep` with tiny
 models, waits a random 1-12 s and SIGKILLs one of those processes at random (a crash at
-any write step). The others are stopped as a user would (SIGINT). Then:
+any write step). The others are stopped as a user would (SIGINT), and about one trial in
+three then lets a night run to its end so the memory grows. Then:
 
 - committed memories: every clip the memory held before the trial must still be there;
 - `wm check` lists what the crash left; `wm check --repair` must repair all of it and a
@@ -135,6 +136,9 @@ def trial(env: dict, home: Path, media: Path, rng: random.Random) -> Trial:
             stop(p)
     t = Trial(victim, round(at, 1))
     t.memories_lost = len(before - memory_ids(home))
+    if rng.random() < 0.3:
+        # a night that runs to its end, so that the memory grows and there is something to lose
+        subprocess.run(wm_argv("sleep", "--budget", "60s"), env=env, capture_output=True, timeout=600)
     _, out = check(env)
     t.found, _, _, t.kinds = count_found(out)
     t.clips_lost = len({line.split()[3].rsplit("/", 1)[-1].split("_")[0].split(".")[0]
@@ -198,7 +202,8 @@ def main() -> int:
     work = a.keep or Path(tempfile.mkdtemp(prefix="wm-faults-"))
     work.mkdir(parents=True, exist_ok=True)
     home, rng = work / "home", random.Random(a.seed)
-    media = mediagen.write(work / "recording.mp4", mediagen.Spec(seconds=10.0))
+    # long enough that an ingest is still running when the kill comes
+    media = mediagen.write(work / "recording.mp4", mediagen.Spec(seconds=60.0))
     with PulseServer(work / "pulse") as pulse, MjpegServer(fps=10) as camera:
         tone = tone_wav(work / "tone.wav", seconds=3600)
         player, _ = pulse.play(tone)
@@ -218,7 +223,9 @@ def main() -> int:
     print(f"\ntrials {len(trials)}; kills: " + ", ".join(
         f"{v} {sum(t.victim == v for t in trials)}" for v in ("wm run", "wm ingest", "wm sleep")))
     print(f"clips lost: {sum(t.clips_lost for t in trials)} in all, at most {max(t.clips_lost for t in trials)}"
-          f" in one trial; memories lost: {sum(t.memories_lost for t in trials)}")
+          f" in one trial; memories lost: {sum(t.memories_lost for t in trials)}"
+          f" (the memory held {len(memory_ids(home))} clips at the end;"
+          f" {len(list((home / 'data' / 'clips').glob('*/*.json')))} clips on disk)")
     print(f"problems found {sum(t.found for t in trials)}, repaired {sum(t.repaired for t in trials)},"
           f" left after repair {sum(t.left_after_repair for t in trials)}")
     print(f"bad inputs: {clean} of {total} gave a clean one-line error")
