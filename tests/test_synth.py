@@ -12,6 +12,7 @@ from wm.base.manifest import Manifest
 from wm.base.media import read_wav
 from wm.base.paths import Paths
 from wm.base.queue import Queue
+from wm.demo.lively import vary_sound
 from wm.demo.synth import make_day, scene_sound, scene_still, write_recording
 
 DATE = "2025-01-15"
@@ -94,3 +95,39 @@ def test_write_recording_is_one_playable_mp4(tmp_path):
     d_held = np.abs(frames[21].astype(int) - frames[29].astype(int)).mean()
     d_change = np.abs(frames[29].astype(int) - frames[30].astype(int)).mean()
     assert d_change > 5 * d_held
+
+
+def _levels_db(x: np.ndarray, rate: int, window: float = 0.25) -> np.ndarray:
+    n = int(window * rate)
+    frames = x[: x.size // n * n].astype(float).reshape(-1, n)
+    return 20 * np.log10(np.sqrt((frames ** 2).mean(1)) + 1e-9)
+
+
+def test_a_lively_sound_varies_in_level_and_content_within_a_place():
+    rate = 16000
+    steady = scene_sound(1, np.random.default_rng(3), 6.0, rate)   # the noise band: no beat of its own
+    lively = vary_sound(steady, np.random.default_rng(4), rate)
+    assert lively.dtype == np.int16 and lively.shape == steady.shape
+    # Within one visit the level wanders by several dB beyond the texture's own swell.
+    assert np.ptp(_levels_db(lively, rate) - _levels_db(steady, rate)) > 3.0
+    # Stray sounds of no place are mixed in: over many visits some add content, not just gain.
+    rng = np.random.default_rng(5)
+    added = []
+    for _ in range(10):
+        x = vary_sound(steady, rng, rate).astype(float)
+        gain = np.dot(x, steady) / np.dot(steady.astype(float), steady)
+        added.append(np.abs(x - gain * steady).max() / np.abs(x).max())
+    assert max(added) > 0.2
+
+
+def test_a_lively_recording_moves_between_views(tmp_path):
+    path = tmp_path / "lively.mp4"
+    write_recording(path, seconds=4.0, scenes=[0, 2], scene_seconds=2.0, size=(120, 160), lively=True)
+    with av.open(str(path)) as f:
+        frames = [fr.to_ndarray(format="bgr24") for fr in f.decode(f.streams.video[0])]
+    assert len(frames) == 40
+    # The camera moves from frame to frame within one view (a still view repeats exactly).
+    steps = [np.abs(frames[i].astype(int) - frames[i + 1].astype(int)).mean() for i in range(1, 9)]
+    assert min(steps) > 0.5
+    d_change = np.abs(frames[19].astype(int) - frames[20].astype(int)).mean()
+    assert d_change > 2 * np.median(steps)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 PLACES = ("kitchen", "desk", "garden", "street")
 SCENES = (0, 1, 4, 3)          # the wm.demo.synth scene that plays each place
-# The day, in order (indices of PLACES): every place six times, for two clips each, so the
-# memory holds each place under six different lights and sound takes, not one.
-VISITS = (2, 3, 0, 1, 2, 0, 1, 3, 2, 1, 3, 0, 3, 0, 2, 1, 3, 0, 1, 2, 1, 2, 0, 3)
-VISIT_SECONDS = 6.0
+# The day, in order (indices of PLACES): every place three times, for four clips each, so
+# the memory holds each place under three sound takes and many lights and views. A visit
+# lasts long enough (12 s) that a clip's neighbours in time are mostly of its own place, as
+# in a real day (the alignment takes clips of the same visit as each other's positives).
+VISITS = (2, 3, 0, 1, 2, 0, 3, 1, 0, 2, 1, 3)
+VISIT_SECONDS = 12.0
 SEED = 0
 
 
@@ -47,4 +49,4 @@ def make_recording(path: Path, settings) -> None:
     # Twice the size the clips keep, as a camera delivers more than is stored.
     write_recording(path, SCHEDULE.seconds, [SCENES[v] for v in SCHEDULE.visits],
                     SCHEDULE.visit_seconds, seed=SEED, fps=cap.video_fps,
-                    size=(cap.video_height * 2, cap.video_width * 2))
+                    size=(cap.video_height * 2, cap.video_width * 2), lively=True)

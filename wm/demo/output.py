@@ -29,7 +29,7 @@ def took(t0: float) -> str:
 
 def intro(folder: DemoFolder, paths: Paths) -> None:
     say("wm demo: a made-up day is recorded, slept on and searched by the real pipeline"
-        " (about 2 minutes).")
+        " (about 3 minutes).")
     say(f"  demo folder: {folder.root}")
     say(f"  its WM_HOME: {paths.root}   (your own settings and recordings are not touched)")
 
@@ -51,23 +51,35 @@ def show_answers(detailed: list[tuple[QueryOutcome, object]], sheets: list[Path]
 
 
 def show_scores(scores: dict[str, scorecard.Score]) -> None:
-    """The scorecard, and in words what it says when a kind of query was not learned."""
+    """The scorecard, and in words what it says when a kind of query was not learned or
+    could not be answered at all."""
     say(f"\n  Every place asked for with {ASKED} new pictures and {ASKED} new sounds, and by its"
         f" word (top {TOPK} each):")
     for kind, sc in scores.items():
+        if not sc.asked:
+            say(f"    {KINDS[kind].label:<28} no answer to any of {sc.unanswered}")
+            continue
         say(f"    {KINDS[kind].label:<28} {sc.right:>3} of {sc.asked:>3} right ({sc.rate:4.0%});"
             f" random picks: {sc.chance:.0%}")
-    say("    (--modality shared ranks a picture against clips as seen and heard, in the space"
-        " the alignment learned)")
+    say("    (--modality shared ranks a picture against clips as seen and heard, and a sound finds"
+        " pictures (--audio FILE --modality video), in the space the alignment learned)")
+    _in_words(scores)
+
+
+def _in_words(scores: dict[str, scorecard.Score]) -> None:
     weak = [KINDS[k].plain for k in scorecard.weak(scores)]
     partly = [KINDS[k].plain for k in scorecard.partly(scores)]
+    for k in scorecard.unanswerable(scores):
+        say(f"    Plainly: asked {KINDS[k].plain}, the memory had no answer: {scores[k].why}. While"
+            " no night's model is promoted the memory holds version 0, which has no shared"
+            " sight-and-sound space; the first promoted night brings one.")
     if weak:
         say(f"    Honestly: this short night did not learn to tell the places apart"
             f" {' or '.join(weak)} (less than twice what random picks get).")
     if partly:
         say(f"    Honestly: asked {' and '.join(partly)}, it tells some places apart but mixes others up"
-            f" (right less than {scorecard.GOOD:.0%} of the time): the demo's vision model is tiny (48 px)"
-            f" and trained for about a minute on 144 stills.")
+            f" (right less than {scorecard.GOOD:.0%} of the time): the demo's models are tiny"
+            f" (48 px pictures) and trained for about a minute on one day.")
 
 
 def where_next(s: Summary, folder: DemoFolder, keep: bool) -> None:

@@ -69,8 +69,9 @@ def _timed(s: Summary, name: str, t0: float) -> None:
 def _make_day(s: Summary, settings, folder: DemoFolder) -> None:
     t0 = stage(1, f"Making a {SCHEDULE.seconds / 60:g}-minute recording of a day in"
                   f" {len(PLACES)} places")
-    say(f"    {', '.join(PLACES)}: each has its own look and sound; the light, the colours,")
-    say("    where things stand, and the sound's pitch and loudness change from moment to moment")
+    say(f"    {', '.join(PLACES)}: each has its own look and sound. As in a real recording, the")
+    say("    camera drifts and shakes, people walk past, the light and colours change, and the")
+    say("    sound's level wanders, with knocks, voices and clatter that belong to no place")
     for line in textwrap.wrap(" ".join(s.visits), 80, initial_indent=f"the day, {VISIT_SECONDS:g} s"
                               " a visit: ", subsequent_indent="  "):
         say(f"    {line}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from wm.demo.questions import QueryOutcome
 
-GOOD = 0.8                     # a hit rate below this is called out as only partly learned
+GOOD = 0.9                     # a hit rate below this is called out as only partly learned
 
 
 @dataclass
@@ -14,6 +14,8 @@ class Score:
     right: int = 0
     asked: int = 0
     chance: float = 0.0  # the hit rate random picks would have
+    unanswered: int = 0  # queries the memory had no answer for (its version cannot rank them)
+    why: str = ""        # the memory's reason, in its own words
 
     @property
     def rate(self) -> float:
@@ -25,6 +27,8 @@ def scorecard(outcomes: list[QueryOutcome]) -> dict[str, Score]:
     out: dict[str, Score] = {}
     for o in outcomes:
         s = out.setdefault(o.kind, Score())
+        if o.unanswered:
+            s.unanswered, s.why = s.unanswered + 1, o.unanswered
         n = len(o.results)
         s.chance = (s.chance * s.asked + o.chance * n) / max(1, s.asked + n)
         s.right += o.right
@@ -34,9 +38,14 @@ def scorecard(outcomes: list[QueryOutcome]) -> dict[str, Score]:
 
 def weak(scores: dict[str, Score]) -> list[str]:
     """The kinds not learned: right less than twice as often as random picks."""
-    return [k for k, sc in scores.items() if sc.rate < 2 * sc.chance]
+    return [k for k, sc in scores.items() if sc.asked and sc.rate < 2 * sc.chance]
 
 
 def partly(scores: dict[str, Score]) -> list[str]:
     """The kinds learned only in part: better than that, but right less than GOOD."""
-    return [k for k, sc in scores.items() if 2 * sc.chance <= sc.rate < GOOD]
+    return [k for k, sc in scores.items() if sc.asked and 2 * sc.chance <= sc.rate < GOOD]
+
+
+def unanswerable(scores: dict[str, Score]) -> list[str]:
+    """The kinds the memory could not answer at all (not a miss: nothing to rank with)."""
+    return [k for k, sc in scores.items() if sc.unanswered]

@@ -242,32 +242,31 @@ def make_day(settings: Settings, paths: Paths, date: str, n_clips: int, n_scenes
 
 
 def write_recording(path: Path, seconds: float, scenes: list[int], scene_seconds: float,
-                    seed: int = 0, fps: int = 10, size=(480, 640)) -> None:
+                    seed: int = 0, fps: int = 10, size=(480, 640), lively: bool = False) -> None:
     """One mp4 (H.264 + AAC at 48 kHz, as a camera app would save it) that walks through
-    `scenes` in turn, `scene_seconds` each, cycling until `seconds` have passed."""
+    `scenes` in turn, `scene_seconds` each, cycling until `seconds` have passed. `lively`:
+    a hand-held camera, passers-by, a wandering sound level and stray sounds
+    (wm/demo/lively.py) instead of a still view and a steady sound."""
+    from wm.demo.lively import vary_sound
+
     rng = np.random.default_rng(seed)
     rate = 48000
-    h, w = size
-    n_frames = int(round(seconds * fps))
     n_segments = int(np.ceil(seconds / scene_seconds))
-    audio = np.concatenate([
-        scene_sound(scenes[i % len(scenes)], rng, scene_seconds, rate) for i in range(n_segments)
-    ])[: int(round(seconds * rate))]
+    sounds = [scene_sound(scenes[i % len(scenes)], rng, scene_seconds, rate) for i in range(n_segments)]
+    if lively:
+        sounds = [vary_sound(x, rng, rate) for x in sounds]
+    audio = np.concatenate(sounds)[: int(round(seconds * rate))]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_name(path)
     with av.open(str(tmp), mode="w", format="mp4") as out:
         vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.height, vs.width = size
+        vs.pix_fmt = "yuv420p"
         vs.options = {"preset": "veryfast", "crf": "28"}
         ast = out.add_stream("aac", rate=rate, layout="mono")
-        # A new camera view each second or at a scene change; frames in between repeat it.
-        still, shown = None, -1
-        for i in range(n_frames):
-            scene = scenes[int(i / fps // scene_seconds) % len(scenes)]
-            if i % fps == 0 or scene != shown:
-                still, shown = scene_still(scene, rng, size), scene
-            vf = av.VideoFrame.from_ndarray(still, format="bgr24")
+        for i, img in enumerate(_frames(rng, seconds, scenes, scene_seconds, fps, size, lively)):
+            vf = av.VideoFrame.from_ndarray(img, format="bgr24")
             vf.pts, vf.time_base = i, Fraction(1, fps)
             for pkt in vs.encode(vf):
                 out.mux(pkt)
@@ -283,3 +282,26 @@ def write_recording(path: Path, seconds: float, scenes: list[int], scene_seconds
         for pkt in ast.encode():
             out.mux(pkt)
     tmp.replace(path)
+
+
+def _frames(rng: np.random.Generator, seconds: float, scenes: list[int], scene_seconds: float,
+            fps: int, size, lively: bool):
+    """The recording's frames: a new camera view each second or at a scene change; in
+    between the view repeats, or with `lively` the camera moves and people pass."""
+    from wm.demo.lively import Camera, Passer
+
+    camera = Camera.draw(rng) if lively else None
+    still, shown, passer = None, -1, None
+    for i in range(int(round(seconds * fps))):
+        t = i / fps
+        visit = int(t // scene_seconds)
+        scene = scenes[visit % len(scenes)]
+        if i % fps == 0 or visit != shown:
+            if visit != shown and lively:
+                passer = Passer.maybe(rng, scene_seconds)
+            still, shown = scene_still(scene, rng, size), visit
+        if not lively:
+            yield still
+            continue
+        img = camera.move(still, t, rng)
+        yield passer.draw(img, t - visit * scene_seconds) if passer else img

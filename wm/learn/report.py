@@ -1,5 +1,5 @@
-"""What a night learned: reports/{date}.json (numbers) and reports/{date}.png (curves,
-drawn with OpenCV so the package needs no plotting library)."""
+"""What a night learned: reports/{date}.json (numbers) and reports/{date}.png (a
+matplotlib figure of the same numbers and of the nights before it: wm/learn/figure.py)."""
 from __future__ import annotations
 
 import json
@@ -7,15 +7,18 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from wm.base import log
 from wm.base.atomic import atomic_write_bytes
 from wm.base.paths import Paths
 from wm.learn.evaluate import Evaluation
+from wm.learn.figure import HISTORY_NIGHTS, draw_figure   # matplotlib itself loads only to draw
 from wm.learn.train import StageRecord
 
 CURVE_POINTS = 200     # a loss curve in the JSON is averaged down to at most this many points
+
+_log = log.get("wm.learn")
 
 
 @dataclass
@@ -79,50 +82,29 @@ def _clean(x):
     return x
 
 
-def _panel(title: str, series: list[tuple[str, list[float], tuple[int, int, int]]],
-           size=(300, 420)) -> np.ndarray:
-    h, w = size
-    img = np.full((h, w, 3), 255, np.uint8)
-    left, right, top, bottom = 48, 10, 28, 26
-    cv2.putText(img, title, (left, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.rectangle(img, (left, top), (w - right, h - bottom), (160, 160, 160), 1)
-    for i, (label, values, color) in enumerate(series):
-        pts = curve(values, w - left - right)
-        if not pts:
+def history(paths: Paths, date: str) -> list[dict]:
+    """The reports of the nights before `date`, oldest first; one that cannot be read is
+    left out of the history panel, never a reason to fail the night's report."""
+    out = []
+    for p in sorted(paths.reports.glob("*.json")):
+        if p.stem >= date:
             continue
-        ys = np.array([p[1] for p in pts])
-        lo, hi = float(ys.min()), float(ys.max())
-        span = hi - lo or 1.0
-        x = left + (np.array([p[0] for p in pts]) / max(pts[-1][0], 1)) * (w - left - right)
-        y = (h - bottom) - (ys - lo) / span * (h - top - bottom)
-        cv2.polylines(img, [np.stack([x, y], 1).astype(np.int32)], False, color, 1, cv2.LINE_AA)
-        text = f"{label} {hi:.3g}..{lo:.3g}" if i == 0 else f"{label} {lo:.3g}..{hi:.3g}"
-        cv2.putText(img, text, (left + 4, top + 14 + 14 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1,
-                    cv2.LINE_AA)
-    steps = len(series[0][1]) if series else 0
-    cv2.putText(img, f"0 .. {steps} steps", (left, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1,
-                cv2.LINE_AA)
-    return img
-
-
-def draw_curves(records: dict[str, StageRecord]) -> np.ndarray:
-    panels = []
-    for name, rec in records.items():
-        series = [("loss", rec.losses, (200, 60, 20))]
-        if "accuracy" in rec.curves:
-            series.append(("accuracy", rec.curves["accuracy"], (30, 150, 30)))
-        panels.append(_panel(f"{name}: {rec.step} steps", series))
-    return np.concatenate(panels, 1) if panels else np.full((300, 420, 3), 255, np.uint8)
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError) as e:
+            _log.warning("report_unreadable", file=str(p), error=str(e))
+    return out[-HISTORY_NIGHTS:]
 
 
 def write_report(paths: Paths, report: NightReport, records: dict[str, StageRecord]) -> tuple[Path, Path]:
-    """reports/{date}.json and reports/{date}.png, each written atomically."""
+    """reports/{date}.json and reports/{date}.png, each written atomically. The figure is
+    drawn from the JSON's own numbers (plus CPC's training accuracy, which only the PNG
+    shows), next to the earlier nights' reports."""
     paths.reports.mkdir(parents=True, exist_ok=True)
     json_path, png_path = paths.report(report.date, "json"), paths.report(report.date, "png")
-    text = json.dumps(_clean(asdict(report)), indent=1)
-    atomic_write_bytes(json_path, text.encode())
-    ok, png = cv2.imencode(".png", draw_curves(records))
-    if not ok:
-        raise OSError(f"{png_path}: PNG encoding failed")
-    atomic_write_bytes(png_path, png.tobytes())
+    body = _clean(asdict(report))
+    atomic_write_bytes(json_path, json.dumps(body, indent=1).encode())
+    cpc = records.get("cpc")
+    accuracy = curve(cpc.curves.get("accuracy", [])) if cpc else []
+    atomic_write_bytes(png_path, draw_figure(body, accuracy, history(paths, report.date)))
     return json_path, png_path
