@@ -114,8 +114,12 @@ def stop(p: subprocess.Popen, sig=signal.SIGINT, timeout: float = 60) -> None:
             p.wait()
 
 
-def trial(env: dict, home: Path, media: Path, rng: random.Random) -> Trial:
+def trial(env: dict, home: Path, work: Path, rng: random.Random) -> Trial:
     before = memory_ids(home)
+    # a new recording each time (the same one again would be skipped as already ingested),
+    # long enough that its ingest is still running when the kill comes
+    media = mediagen.write(work / f"recording-{rng.randrange(10**9)}.mp4",
+                           mediagen.Spec(seconds=20.0, size=(640, 480), tone_hz=rng.uniform(200, 900)))
     procs = {"wm run": subprocess.Popen(wm_argv("run"), env=env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)}
     time.sleep(rng.uniform(2, 6))
@@ -202,8 +206,6 @@ def main() -> int:
     work = a.keep or Path(tempfile.mkdtemp(prefix="wm-faults-"))
     work.mkdir(parents=True, exist_ok=True)
     home, rng = work / "home", random.Random(a.seed)
-    # long enough that an ingest is still running when the kill comes
-    media = mediagen.write(work / "recording.mp4", mediagen.Spec(seconds=60.0))
     with PulseServer(work / "pulse") as pulse, MjpegServer(fps=10) as camera:
         tone = tone_wav(work / "tone.wav", seconds=3600)
         player, _ = pulse.play(tone)
@@ -213,7 +215,7 @@ def main() -> int:
         env = dict(os.environ, WM_HOME=str(home), WM_CONFIG=str(work / "config.yaml"))
         trials = []
         for i in range(a.trials):
-            t = trial(env, home, media, rng)
+            t = trial(env, home, work, rng)
             trials.append(t)
             print(f"trial {i + 1:>2}: killed {t.victim:<9} at {t.at:>4} s; clips lost {t.clips_lost},"
                   f" memories lost {t.memories_lost}; check found {t.found} ({', '.join(t.kinds)}),"
