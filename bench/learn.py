@@ -16,8 +16,9 @@ clips, ranked by cosine as the memory ranks them:
   image->image   one still of the clip against the others' pictures
   audio->audio   the clip's sound against the others' sounds
 
-next to chance, version 0 (wm/learn/fixed.py), random weights and the night's model
-(promoted or not; the table says which). With --second-night a second day is learned
+next to chance, version 0 (wm/learn/fixed.py), random weights (as they are, and centred
+on the day as a night's version is) and the night's model (promoted or not; the table
+says which). With --second-night a second day is learned
 on top and the first day's precision is measured again. Figures go to stdout and to
 bench/out/learn-*.json; BENCHMARKS.md quotes them with this command."""
 from __future__ import annotations
@@ -118,6 +119,14 @@ def evaluate(embedder, paths: Paths, clips: list[Clip], labels: np.ndarray) -> d
             "audio->audio": precision_at_5(emb.audio, emb.audio, labels)}
 
 
+def centre_on_day(enc: Encoders, paths: Paths, clips: list[Clip]) -> None:
+    loaded = [read_media(paths, c) for c in clips]
+    emb = enc.embed_clips([x.stills for x in loaded], [x.audio for x in loaded])
+    with torch.no_grad():
+        enc.models.video_mean += torch.from_numpy(np.nanmean(emb.video, 0))
+        enc.models.audio_mean += torch.from_numpy(np.nanmean(emb.audio, 0))
+
+
 def night(home: Path, cfg: Path, media: Path, day: str, budget_min: float, visits: int,
           seed: int) -> list[Visit]:
     vs = compose_day(media / day, day, visits, seed=1000 * seed + int(day[-2:]))
@@ -132,7 +141,9 @@ def night(home: Path, cfg: Path, media: Path, day: str, budget_min: float, visit
 def run_one(seed: int, budget_min: float, visits: int, second: bool, work: Path) -> list[Row]:
     home, media = work / f"home-{seed}-{budget_min}", work / f"media-{seed}"
     cfg = work / f"config-{seed}.yaml"
-    cfg.write_text(f"learn:\n  seed: {seed}\n")
+    # The composed days are in the past: retention must not delete their media before
+    # the figures are measured on them.
+    cfg.write_text(f"learn:\n  seed: {seed}\nretention:\n  raw_days: 36500\n")
     settings = config.load(cfg)
     paths = Paths(home)
     torch.manual_seed(seed)
@@ -150,6 +161,9 @@ def run_one(seed: int, budget_min: float, visits: int, second: bool, work: Path)
                     precision=evaluate(FixedEncoders(settings.capture.sample_rate), paths, clips, labels)))
     rand = Encoders(build_models(ModelConfig.from_settings(settings), seed), "random", torch.device("cpu"))
     rows.append(Row(**base, night=1, embedder="random weights", promoted=None,
+                    precision=evaluate(rand, paths, clips, labels)))
+    centre_on_day(rand, paths, clips)      # the normalisation a night's version gets
+    rows.append(Row(**base, night=1, embedder="random weights, centred", promoted=None,
                     precision=evaluate(rand, paths, clips, labels)))
     versions = all_versions(paths)
     if versions:

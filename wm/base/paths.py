@@ -103,11 +103,27 @@ class Paths:
         return self.root / "memory" / "embeddings"
 
     @property
+    def memory_writer_lock(self) -> Path:
+        """Held by whoever changes shard and index files (one commit or compaction at a time)."""
+        return self.embeddings / ".writer.lock"
+
+    @property
+    def memory_readers_lock(self) -> Path:
+        """Held shared by every query while it lists and opens shard and index files;
+        maintenance deletes retired files only when it can take it exclusively."""
+        return self.memory_db.parent / "readers.lock"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
     def daily_checkpoint_dir(self, date: str) -> Path:
         return self.checkpoints / "daily" / date
+
+    @property
+    def daily_checkpoints(self) -> Path:
+        """Holds one folder per night of model checkpoints."""
+        return self.checkpoints / "daily"
 
     @property
     def reports(self) -> Path:

@@ -126,11 +126,17 @@ class DaemonSettings:
         3600.0, "a claimed batch not finished by then returns to the queue", gt=0)
     sleep_budget_minutes: Float = setting(
         300.0, "longest a scheduled sleep cycle may run", gt=0)
+    retention_minutes: Float = setting(
+        60.0, "wm run applies retention this often outside sleep cycles (a long pause or a"
+        " day without sleep still forgets old media); while the disk is under"
+        " retention.min_free_gb it tries every few minutes", gt=0)
 
 
 @dataclass(frozen=True, config=STRICT)
 class JepaSettings:
-    image_size: Int = setting(224, "stills are resized to this square, in pixels", gt=0)
+    image_size: Int = setting(
+        128, "stills are resized to this square, in pixels (128: ~4x cheaper than 224, so"
+        " ~4x more steps a night and a ~4x cheaper commit)", gt=0)
     patch_size: Int = setting(16, "ViT patch side, in pixels; divides image_size", gt=0)
     depth: Int = setting(6, "encoder transformer blocks", gt=0)
     heads: Int = setting(
@@ -143,8 +149,14 @@ class JepaSettings:
     cross_frame: Bool = setting(
         True, "targets from another still of the same clip (false: plain I-JEPA, same still)")
     ema_start: Float = setting(
-        0.996, "teacher EMA momentum at the start of the stage", ge=0, le=1)
-    ema_end: Float = setting(1.0, "... rising linearly to this at the end", ge=0, le=1)
+        0.99, "teacher EMA momentum at the start of the stage (I-JEPA's 0.996 -> 1.0 assumes"
+        " ~190k steps; a night has a few thousand at most)", ge=0, le=1)
+    ema_end: Float = setting(0.99, "... rising linearly to this at the end", ge=0, le=1)
+    var_weight: Float = setting(
+        1.0, "VICReg variance hinge on the student's pooled embeddings (against collapse)",
+        ge=0)
+    cov_weight: Float = setting(
+        0.04, "VICReg covariance term on the student's pooled embeddings", ge=0)
     steps: Int = setting(
         5000, "most optimizer steps a night (a time budget may shorten it)", gt=0)
     lr: Float = setting(0.0001, LR, gt=0)
@@ -169,7 +181,10 @@ class CpcSettings:
         256, "encoder channels and GRU size = the audio embedding size", gt=0)
     prediction_steps: Int = setting(12, "frames ahead predicted (one head each)", gt=0)
     negatives: Int = setting(
-        128, "InfoNCE negatives per prediction, from the same clip", gt=0)
+        128, "InfoNCE negatives per prediction", gt=0)
+    other_clip_negatives: Float = setting(
+        0.5, "share of the negatives drawn from other clips of the batch (what is constant"
+        " in a place must then be encoded to win)", ge=0, le=1)
     negative_exclusion: Int = setting(
         10, "frames around the positive that are never negatives", ge=0)
     steps: Int = setting(4000, "most optimizer steps a night", gt=0)
@@ -181,9 +196,10 @@ class AlignSettings:
     dim: Int = setting(128, "size of the shared audio-visual space", gt=0)
     temperature_init: Float = setting(0.07, "initial softmax temperature (learned)", gt=0)
     max_logit_scale: Float = setting(
-        100.0, "the learned 1/temperature is clamped at this", gt=0)
+        20.0, "the learned 1/temperature is clamped at this", gt=0)
     exclusion_seconds: Float = setting(
-        9.0, "clips this close in time are not each other's negatives", ge=0)
+        9.0, "clips this close in time (the same visit) count as each other's positives",
+        ge=0)
     steps: Int = setting(2000, "most optimizer steps a night", gt=0)
     lr: Float = setting(0.0001, LR, gt=0)
 
@@ -216,6 +232,9 @@ class LearnSettings:
     collapse_min_rank: Float = setting(4.0, "RankMe below this means collapse", ge=0)
     collapse_min_std: Float = setting(
         0.01, "mean per-dimension std below this means collapse", ge=0)
+    promote_tolerance: Float = setting(
+        0.05, "a night is promoted unless its held-out retrieval is worse than the version"
+        " in use by more than this (mean nearest-neighbour same-visit accuracy)", ge=0, le=1)
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -226,6 +245,9 @@ class MemorySettings:
     ann_nprobe: Int = setting(
         32, "IVF cells probed at least; raised at each index build until recall@10 >= 0.97",
         gt=0)
+    read_attempts: Int = setting(
+        5, "sleep cycles that try a clip whose files cannot be read (an I/O error) before"
+        " it is set aside as unreadable; its files are kept", gt=0)
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -235,6 +257,12 @@ class RetentionSettings:
     max_gb: Float = setting(50.0, "and media beyond this size, oldest first", ge=0)
     min_free_gb: Float = setting(
         2.0, "recording pauses when free disk falls under this", ge=0)
+    checkpoint_nights: Int = setting(
+        3, "nights of model checkpoints kept; older ones go unless the memory still uses"
+        " their version", ge=1)
+    memories_share: Float = setting(
+        0.5, "share of max_gb the memories of clips whose media is gone (thumbnail,"
+        " manifest, vectors) may use; beyond it the oldest are forgotten", gt=0, le=1)
 
 
 @dataclass(frozen=True, config=STRICT)

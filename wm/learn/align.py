@@ -1,7 +1,7 @@
 """Audio-visual alignment, CLIP style: a projection head per modality maps the (frozen)
 JEPA and CPC clip embeddings into one shared space; a symmetric InfoNCE with a learnable
-temperature pulls a clip's sound and sight together. Clips close in time are
-near-duplicates of each other, so they are taken out of each other's negatives."""
+temperature pulls a clip's sound and sight together. Clips close in time (the same visit)
+are near-duplicates of each other, so they count as each other's positives."""
 from __future__ import annotations
 
 import math
@@ -11,6 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wm.base.config import AlignSettings
+
+
+def _multi_positive(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -log(softmax mass on the row's positives)."""
+    pos = logits.masked_fill(~positive, float("-inf")).logsumexp(1)
+    return (logits.logsumexp(1) - pos).mean()
 
 
 class Head(nn.Module):
@@ -34,13 +40,14 @@ class Align(nn.Module):
 
     def loss(self, video: torch.Tensor, audio: torch.Tensor, times: torch.Tensor,
              exclusion_seconds: float) -> torch.Tensor:
+        """Multi-positive InfoNCE: a sound's positives are the pictures of every clip within
+        `exclusion_seconds` of it (the same visit), not only its own clip's; treating them
+        as negatives would teach the heads to tell apart moments of one place."""
         v, a = self.video(video), self.audio(audio)
         logits = self.logit_scale.exp() * a @ v.T
         near = (times[:, None] - times[None, :]).abs() < exclusion_seconds
-        near.fill_diagonal_(False)
-        logits = logits.masked_fill(near, float("-inf"))
-        target = torch.arange(len(v), device=v.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        near.fill_diagonal_(True)
+        return (_multi_positive(logits, near) + _multi_positive(logits.T, near.T)) / 2
 
     @torch.no_grad()
     def clamp_(self) -> None:

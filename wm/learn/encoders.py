@@ -31,7 +31,9 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
 
 
 class Encoders(Embedder):
-    """A trained version's models as an embedder."""
+    """A trained version's models as an embedder. The version's normalisation (each kind's
+    mean over its night, kept in the model file) is applied here, so commit and query see
+    the same centred vectors."""
 
     def __init__(self, models: Models, version: str, device: torch.device):
         self.models = models.to(device).eval()
@@ -56,7 +58,9 @@ class Encoders(Embedder):
             with autocast(self.device):
                 x = to_input(np.stack(rgb[i:i + IMAGE_CHUNK]), self.device)
                 out.append(embed_images(self.models.jepa.teacher, x).float().cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, self.video_dim), np.float32)
+        if not out:
+            return np.zeros((0, self.video_dim), np.float32)
+        return (torch.cat(out) - self.models.video_mean.cpu()).numpy()
 
     def _windows(self, samples: np.ndarray) -> list[np.ndarray]:
         """A sound cut into clip-length windows (a tail shorter than a second is dropped
@@ -88,7 +92,7 @@ class Encoders(Embedder):
                 by_len.setdefault(wins[j].size, []).append(j)
             for idx in by_len.values():
                 wave = to_wave(np.stack([wins[j] for j in idx]), self.device)
-                emb[idx] = self.models.cpc.embed(wave).cpu().numpy()
+                emb[idx] = (self.models.cpc.embed(wave) - self.models.audio_mean).cpu().numpy()
         out = np.zeros((len(sounds), self.audio_dim), np.float32)
         np.add.at(out, owner, emb)
         return out / np.bincount(owner, minlength=len(sounds))[:, None].clip(1)
@@ -108,7 +112,7 @@ class Encoders(Embedder):
 
 def models_from_checkpoint(ckpt: dict) -> Models:
     models = Models(ModelConfig.from_dict(ckpt["config"]))
-    models.load_state_dict(ckpt["models"])
+    models.load_weights(ckpt["models"])
     return models
 
 

@@ -12,6 +12,7 @@ import torch
 from wm.learn.cpc import to_wave
 from wm.learn.data import NightData, audio_batch
 from wm.learn.encoders import Encoders
+from wm.learn.judge import Judgement
 from wm.learn.metrics import Spread, recall_at_k, spread
 from wm.learn.stages import embed_refs
 
@@ -32,6 +33,7 @@ class Evaluation:
     recall_chance_at_5: float | None
     retrieval_clips: int
     collapse: list[str] = field(default_factory=list)
+    judgement: Judgement | None = None   # the promotion verdict on held-out visits
 
 
 @torch.no_grad()

@@ -116,6 +116,17 @@ class Predictor(nn.Module):
         return self.out(self.norm(x[:, ctx.shape[1]:]))
 
 
+def variance_covariance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's terms on a batch (B, D): a hinge pulling each dimension's std up to 1, and
+    the squared off-diagonal covariances (decorrelated dimensions), each scaled by D."""
+    x = x - x.mean(0)
+    std = torch.sqrt(x.var(0) + 1e-4)
+    var = F.relu(1 - std).mean()
+    c = (x.T @ x) / max(1, len(x) - 1)
+    off = c - torch.diag(torch.diagonal(c))
+    return var, off.pow(2).sum() / x.shape[1]
+
+
 class Jepa(nn.Module):
     def __init__(self, s: JepaSettings):
         super().__init__()
@@ -124,6 +135,7 @@ class Jepa(nn.Module):
         self.predictor = Predictor(self.encoder.grid, s.width, s.predictor_width, s.predictor_depth,
                                    max(1, heads * s.predictor_width // s.width))
         self.teacher = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.var_weight, self.cov_weight = s.var_weight, s.cov_weight
 
     def loss(self, images: torch.Tensor, masks: BatchMasks,
              later: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,8 +147,16 @@ class Jepa(nn.Module):
         with torch.no_grad():
             t = self.teacher(images if later is None else later)
             target = gather_tokens(F.layer_norm(t, t.shape[-1:]), tgt_idx)
-        pred = self.predictor(self.encoder(images, ctx_idx), ctx_idx, tgt_idx)
-        return F.smooth_l1_loss(pred, target)
+        ctx = self.encoder(images, ctx_idx)
+        pred = self.predictor(ctx, ctx_idx, tgt_idx)
+        loss = F.smooth_l1_loss(pred, target)
+        if self.var_weight or self.cov_weight:
+            # The EMA alone does not stop the pooled embedding from collapsing (C-JEPA):
+            # a VICReg variance/covariance term on the student's pooled context keeps
+            # every image distinct in every dimension.
+            var, cov = variance_covariance(ctx.mean(1))
+            loss = loss + self.var_weight * var + self.cov_weight * cov
+        return loss
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

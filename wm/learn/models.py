@@ -55,6 +55,17 @@ class Models(torch.nn.Module):
         self.jepa = Jepa(config.jepa)
         self.cpc = Cpc(config.cpc, config.sample_rate)
         self.align = Align(config.jepa.width, config.cpc.hidden, config.align)
+        # Each kind's mean over the night's clips, subtracted by the embedder (commit and
+        # query alike): uncentred, every picture scores above 0.998 against every other.
+        self.register_buffer("video_mean", torch.zeros(config.jepa.width))
+        self.register_buffer("audio_mean", torch.zeros(config.cpc.hidden))
+
+    def load_weights(self, state: dict) -> None:
+        """Load a state dict; one saved before versions kept their means loads uncentred."""
+        state = dict(state)
+        for key in ("video_mean", "audio_mean"):
+            state.setdefault(key, torch.zeros_like(getattr(self, key)))
+        self.load_state_dict(state)
 
 
 def build_models(config: ModelConfig, seed: int) -> Models:

@@ -18,8 +18,10 @@ from wm.base import log
 from wm.base.config import Settings
 from wm.base.paths import Paths
 from wm.learn.data import NightData, NoReadableClips
-from wm.learn.encoders import Encoders, models_from_checkpoint
+from wm.learn.encoders import Encoders, load_encoders, models_from_checkpoint
 from wm.learn.evaluate import evaluate
+from wm.learn.fixed import FixedEncoders
+from wm.learn.judge import judge
 from wm.learn.modelfiles import ModelFileError, load_checkpoint, newest_usable
 from wm.learn.models import ModelConfig, Models, build_models
 from wm.learn.report import NightReport, summarise, write_report
@@ -104,7 +106,7 @@ class Night:
 
     def _restore(self, ckpt: dict) -> None:
         self.models = Models(self.config)
-        self.models.load_state_dict(ckpt["models"])
+        self.models.load_weights(ckpt["models"])
         self.records = {n: StageRecord.from_dict(d) for n, d in ckpt["records"].items()}
         self.optim_state = ckpt["optim"]
         self.rng.bit_generator.state = ckpt["rng"]["numpy"]
@@ -184,10 +186,15 @@ class Night:
                       learn.collapse_min_std, should_stop)
         if ev is None:
             return None
-        promoted = not ev.collapse
         if ev.collapse:
             _log.warning("collapse", date=self.data.date, embeddings=ev.collapse,
                          min_rank=learn.collapse_min_rank, min_std=learn.collapse_min_std)
+        ev.judgement = judge(enc, load_encoders(self.settings, self.paths),
+                             FixedEncoders(self.settings.capture.sample_rate), self.data.held_out,
+                             len(self.data.train) + len(self.data.held_out), ev.collapse,
+                             learn.promote_tolerance)
+        promoted = ev.judgement.promoted
+        _log.info("judged", date=self.data.date, promoted=promoted, reason=ev.judgement.reason)
         version = next_version_name(self.paths, self.data.date)
         model_file = self.paths.daily_checkpoint_dir(self.data.date) / f"model-{version}.pt"
         # atomic_save returns once the file is durable: only then may a row point at it.

@@ -1,6 +1,7 @@
 """The three training stages of a night: what one step of each does."""
 from __future__ import annotations
 
+import copy
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
@@ -23,12 +24,16 @@ from wm.learn.data import (
     read_still,
 )
 from wm.learn.encoders import Encoders
+from wm.learn.holdout import VISIT_GAP_SECONDS, hold_out_blocks, time_blocks
 from wm.learn.jepa import to_input
 from wm.learn.masks import sample_masks, spec_for
 from wm.learn.models import Models
 from wm.learn.train import Stage, autocast, momentum_at
 
 ALIGN_POOL = 4096        # clips embedded for the alignment stage (one pass over each)
+FULL_BATCH = 1024        # alignment clips per step (all of a small day)
+EARLY_STOP_MIN = 50      # clips below which the alignment holds out no visits
+EVAL_EVERY = 10          # alignment steps between held-out losses
 EMBED_CHUNK = 64         # clips loaded at once while embedding them
 
 
@@ -192,6 +197,9 @@ class AlignStage(Stage):
         self.replay_refs = _sample(rng, replay, n_replay)
         self.today_refs = _sample(rng, today, min(len(today), ALIGN_POOL - n_replay))
         self.inputs = None
+        self.val = torch.zeros(0, dtype=torch.long)
+        self.fit = torch.zeros(0, dtype=torch.long)
+        self.best: tuple[float, dict] | None = None
 
     @property
     def has_data(self) -> bool:
@@ -208,28 +216,53 @@ class AlignStage(Stage):
         refs = self.today_refs + self.replay_refs
         if len(refs) < 2:
             raise NoReadableClips()
+        video, audio = (torch.from_numpy(x).to(self.device) for x in e)
+        video, audio = self._centre(video, audio)
         # Seconds since the earliest clip: float32 keeps a second's precision over years.
         starts = np.array([c.start for c in refs])
-        times = torch.from_numpy((starts - starts.min()).astype(np.float32)) if refs else torch.zeros(0)
-        self.inputs = (torch.from_numpy(e[0]), torch.from_numpy(e[1]), times)
+        times = torch.from_numpy((starts - starts.min()).astype(np.float32)).to(self.device)
+        self.inputs = (video, audio, times)
+        blocks = time_blocks(starts, VISIT_GAP_SECONDS)
+        held = (hold_out_blocks(self.rng, blocks, len(refs) // 8, most=len(refs) // 4)
+                if len(refs) >= EARLY_STOP_MIN else np.zeros(0, np.int64))
+        self.val = torch.as_tensor(held, dtype=torch.long)
+        self.fit = torch.from_numpy(np.setdiff1d(np.arange(len(refs)), held))
 
-    def _draw(self, lo: int, hi: int, n: int) -> np.ndarray:
-        n = min(n, hi - lo)
-        return lo + self.rng.choice(hi - lo, n, replace=False) if n > 0 else np.zeros(0, np.int64)
+    def _centre(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The version's normalisation: each kind's mean over the night's clips goes into the
+        model (the embedder subtracts it at commit and query), and out of the heads' inputs."""
+        mv, ma = video.mean(0), audio.mean(0)
+        self.models.video_mean += mv
+        self.models.audio_mean += ma
+        return video - mv, audio - ma
 
     def step(self, step: int, total: int, should_stop: Callable[[], bool]) -> dict[str, float] | None:
+        """Full batch on the pooled vectors (up to FULL_BATCH clips): cheap, and every clip
+        of the day is a negative for every other place."""
         if self.inputs is None or should_stop():
             return None
-        n_today, n_all = len(self.today_refs), len(self.today_refs) + len(self.replay_refs)
-        n_old = int(round(self.batch * self.replay_fraction)) if n_all > n_today else 0
-        if not n_today:
-            n_old = self.batch
-        idx = torch.from_numpy(np.concatenate([self._draw(0, n_today, self.batch - n_old),
-                                               self._draw(n_today, n_all, n_old)]))
-        v, a, t = (x[idx].to(self.device) for x in self.inputs)
+        idx = self.fit
+        if len(idx) > FULL_BATCH:
+            idx = idx[torch.from_numpy(np.sort(self.rng.choice(len(idx), FULL_BATCH, replace=False)))]
+        v, a, t = (x[idx] for x in self.inputs)
         loss = self.align.loss(v, a, t, self.exclusion)
         loss.backward()
         return {"loss": loss.item(), "temperature": float(1 / self.align.logit_scale.detach().exp())}
 
+    @torch.no_grad()
+    def _val_loss(self) -> float:
+        v, a, t = (x[self.val] for x in self.inputs)
+        return float(self.align.loss(v, a, t, self.exclusion))
+
     def after_step(self, step: int, total: int) -> None:
         self.align.clamp_()
+        # Early stopping on held-out visits: the heads memorise a small day within a few
+        # hundred full-batch steps; the best held-out state is the one kept.
+        if len(self.val) >= 2 and (step % EVAL_EVERY == 0 or step + 1 == total):
+            loss = self._val_loss()
+            if self.best is None or loss < self.best[0]:
+                self.best = (loss, copy.deepcopy(self.align.state_dict()))
+
+    def close(self) -> None:
+        if self.best is not None:
+            self.align.load_state_dict(self.best[1])

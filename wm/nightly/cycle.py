@@ -101,8 +101,14 @@ def sleep_cycle(settings: Settings, paths: Paths, date: str | None, budget_secon
 
 def _evaluation_note(report: NightReport) -> str:
     ev = report.evaluation
-    parts = [f"version {report.version}" + (" promoted" if report.promoted else " NOT promoted"
-                                              f" (collapse: {', '.join(ev.collapse)})")]
+    j = getattr(ev, "judgement", None)
+    if j is None:
+        why = f" (collapse: {', '.join(ev.collapse)})" if ev.collapse else ""
+    elif j.promoted:
+        why = f" ({j.reason})"
+    else:
+        why = f" ({j.reason}; {j.winner} stays in use)"
+    parts = [f"version {report.version}" + (" promoted" if report.promoted else " NOT promoted") + why]
     if ev.cpc_accuracy is not None:
         parts.append(f"CPC accuracy {ev.cpc_accuracy:.2f} (chance {ev.cpc_chance:.2f})")
     if ev.recall_at_5 is not None:

@@ -1,0 +1,112 @@
+"""Promotion, judged on held-out visits: the candidate, the version in use and version 0
+embed the same held-out clips, and each answers three questions without labels. A hit is
+a nearest neighbour (the query clip left out) from the query's own visit (its time
+block), which a feature wins by knowing the place, not by matching a clip to itself.
+
+  image->image   one still of the clip against the other clips' pictures
+  audio->audio   the clip's sound against the other clips' sounds
+  audio->video   the clip's sound against the other clips' pictures (shared space)
+
+The candidate is promoted unless it collapsed or scores below the version in use by more
+than the tolerance, on the questions both can answer. A day too small to judge is trained
+and judged by the collapse checks alone, and says so."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wm.learn.data import ClipRef
+from wm.learn.embeddings import Embedder
+from wm.learn.holdout import VISIT_GAP_SECONDS, time_blocks
+from wm.learn.stages import load_clip_media
+
+QUESTIONS = ("image->image", "audio->audio", "audio->video")
+MIN_CLIPS = 50           # a day with fewer clips is judged by the collapse checks only
+
+
+@dataclass
+class Retrieval:
+    """One embedder on the held-out clips: nearest-neighbour same-visit accuracy per
+    question (None where it cannot answer), and chance for it."""
+    embedder: str
+    accuracy: dict[str, float | None]
+    chance: float | None
+    queries: int
+
+    def score(self, questions: list[str]) -> float | None:
+        vals = [self.accuracy[q] for q in questions if self.accuracy.get(q) is not None]
+        return float(np.mean(vals)) if vals else None
+
+
+@dataclass
+class Judgement:
+    judged: bool                       # False: too few clips, collapse checks only
+    promoted: bool
+    winner: str                        # "candidate" or the version that stays in use
+    in_use: str                        # the version in use before this night
+    margin: float | None               # candidate minus the version in use, mean accuracy
+    questions: list[str]               # what the margin averages over
+    tolerance: float
+    reason: str
+    results: list[Retrieval] = field(default_factory=list)
+
+
+def _nearest_hits(queries: np.ndarray, keys: np.ndarray, blocks: np.ndarray) -> float | None:
+    if np.isnan(queries).any() or np.isnan(keys).any():
+        return None
+    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    k = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
+    sim = q @ k.T
+    np.fill_diagonal(sim, -np.inf)
+    return float((blocks[sim.argmax(1)] == blocks).mean())
+
+
+def retrieval(embedder: Embedder, name: str, stills: list[list[np.ndarray]], audio: list[np.ndarray],
+              blocks: np.ndarray) -> Retrieval:
+    """The three questions for one embedder; clips already limited to those with a
+    visit-mate among them, and with stills and sound."""
+    emb = embedder.embed_clips(stills, audio)
+    image_q = np.concatenate([embedder.embed_image(s[len(s) // 2]).video for s in stills])
+    acc = {"image->image": _nearest_hits(image_q, emb.video, blocks),
+           "audio->audio": _nearest_hits(emb.audio, emb.audio, blocks),
+           "audio->video": _nearest_hits(emb.shared_audio, emb.shared_video, blocks)}
+    same = (blocks[:, None] == blocks[None, :]).sum(1) - 1
+    return Retrieval(name, acc, float((same / (len(blocks) - 1)).mean()), len(blocks))
+
+
+def held_out_media(clips: list[ClipRef]) -> tuple[list[list[np.ndarray]], list[np.ndarray], np.ndarray]:
+    """Stills, sound and visit of each held-out clip that has both and a visit-mate."""
+    clips = [c for c in clips if c.stills and c.audio]
+    blocks = time_blocks(np.array([c.start for c in clips]), VISIT_GAP_SECONDS)
+    mates = np.bincount(blocks, minlength=1)[blocks] > 1 if len(clips) else np.zeros(0, bool)
+    keep = [c for c, m in zip(clips, mates) if m]
+    stills, audio = load_clip_media(keep)
+    return stills, audio, blocks[mates]
+
+
+def judge(candidate: Embedder, in_use: Embedder, version0: Embedder, clips: list[ClipRef],
+          day_clips: int, collapsed: list[str], tolerance: float) -> Judgement:
+    """The verdict on the candidate against the version in use (version 0 is measured for
+    the record, and is the version in use when none is promoted)."""
+    if collapsed:
+        return Judgement(False, False, in_use.version, in_use.version, None, [], tolerance,
+                         f"collapse: {', '.join(collapsed)}")
+    stills, audio, blocks = held_out_media(clips)
+    visits = len(np.unique(blocks))
+    if day_clips < MIN_CLIPS or visits < 2:
+        return Judgement(False, True, "candidate", in_use.version, None, [], tolerance,
+                         f"too small to judge ({day_clips} clips in the night, {len(blocks)} held out in "
+                         f"{visits} visits; it takes {MIN_CLIPS} and 2): collapse checks only")
+    results = [retrieval(candidate, "candidate", stills, audio, blocks)]
+    others = [in_use] if in_use.version == version0.version else [in_use, version0]
+    results += [retrieval(e, e.version, stills, audio, blocks) for e in others]
+    cand, cur = results[0], results[1]
+    common = [q for q in QUESTIONS if cand.accuracy[q] is not None and cur.accuracy[q] is not None]
+    margin = cand.score(common) - cur.score(common) if common else None
+    promoted = margin is None or margin >= -tolerance
+    winner = "candidate" if promoted else in_use.version
+    reason = (f"candidate {cand.score(common):.2f} vs {in_use.version} {cur.score(common):.2f} "
+              f"({'+' if (margin or 0) >= 0 else ''}{margin or 0:.2f}) on {', '.join(common)}; "
+              f"chance {cand.chance:.2f}" if common else "nothing in common to compare")
+    return Judgement(True, promoted, winner, in_use.version, margin, common, tolerance, reason, results)
