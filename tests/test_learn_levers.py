@@ -75,6 +75,11 @@ def test_time_blocks_follow_visits_and_cap_their_length():
         assert set(np.flatnonzero(b == block)) <= set(held.tolist())
 
 
+def test_a_day_of_one_visit_is_all_trained_on():
+    one_visit = time_blocks(np.arange(6) * 3.0, 9.0)
+    assert len(hold_out_blocks(np.random.default_rng(0), one_visit, 1)) == 0
+
+
 def test_the_version_mean_is_applied_and_saved(tmp_path):
     s = tiny_settings()
     models = build_models(ModelConfig.from_settings(s), 0)

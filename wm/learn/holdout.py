@@ -29,7 +29,8 @@ def hold_out_blocks(rng: np.random.Generator, blocks: np.ndarray, n: int, most: 
                     min_blocks: int = 2) -> np.ndarray:
     """Indices of at least n clips (when there are enough) from at least `min_blocks`
     blocks (a single visit says nothing about telling visits apart), taken as whole blocks
-    in a random order; a block that would take the total past `most` is passed over."""
+    in a random order; a block that would take the total past `most` is passed over, and
+    so is one that would leave nothing to train on (a day of one visit trains on it all)."""
     chosen: list[int] = []
     taken = 0
     for b in rng.permutation(np.unique(blocks)):
@@ -37,6 +38,8 @@ def hold_out_blocks(rng: np.random.Generator, blocks: np.ndarray, n: int, most: 
             break
         members = np.flatnonzero(blocks == b).tolist()
         if chosen and most is not None and len(chosen) + len(members) > most:
+            continue
+        if len(chosen) + len(members) >= len(blocks):
             continue
         chosen += members
         taken += 1
