@@ -20,6 +20,7 @@ from pathlib import Path
 
 from wm.base.db import connect
 from wm.base.manifest import Manifest
+from wm.base.process import pid_alive
 
 QUEUED, COMMITTED, PURGED = "queued", "committed", "purged"
 STATES = (QUEUED, COMMITTED, PURGED)
@@ -161,6 +162,13 @@ class Queue:
                 f"SELECT clip_id, attempts FROM queue WHERE clip_id IN ({','.join('?' * len(part))})",
                 part))
         return out
+
+    def dead_owners(self) -> list[str]:
+        """Owners on this machine whose process is gone (a cycle killed -9): their claims
+        can be given back now instead of when the lease runs out."""
+        node = os.uname().nodename
+        return [o for o in self.owners()
+                if (p := owner_process(o)) is not None and p[0] == node and not pid_alive(p[1])]
 
     def owners(self) -> list[str]:
         """Every owner that holds a claim now."""

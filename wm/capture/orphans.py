@@ -21,6 +21,7 @@ from pathlib import Path
 from wm.base.atomic import PARTIAL, partial_owner
 from wm.base.clipids import parse_clip_id
 from wm.base.paths import Paths
+from wm.base.process import pid_alive
 
 # A clip's files are all renamed into place within seconds of each other (an ingest
 # writer encodes one clip at a time); media this old without a manifest is an orphan.
@@ -38,15 +39,6 @@ class OrphanMedia:
     clip_id: str
     bytes: int
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # alive, someone else's
-        return True
-    return True
 
 
 def partial_is_stale(owner: int | None, age: float, min_age: float, me: int,

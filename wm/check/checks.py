@@ -4,14 +4,13 @@ directory listings and one query) run at every `wm run` start-up; the full set r
 every manifest and every shard header."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from wm.base.config import Settings
 from wm.base.paths import Paths
-from wm.base.queue import PURGED, QUEUED, Queue, owner_process
-from wm.capture.orphans import find_orphan_media, find_stale_partials, pid_alive
+from wm.base.queue import PURGED, QUEUED, Queue
+from wm.capture.orphans import find_orphan_media, find_stale_partials
 from wm.capture.scan import queue_clip
 from wm.check.problems import Problem
 from wm.learn.modelfiles import check_model_files
@@ -108,17 +107,11 @@ def dead_claims(ctx: Context) -> list[Problem]:
         return []
     q = Queue(paths.memory_db)
     try:
-        owners = q.owners()
+        dead = q.dead_owners()
     finally:
         q.close()
-    node = os.uname().nodename
-    found = []
-    for owner in owners:
-        proc = owner_process(owner)
-        if proc is not None and proc[0] == node and not pid_alive(proc[1]):
-            found.append(Problem("claim of a dead process", owner, "its clips wait for the lease",
-                                 lambda o=owner: _release(paths, o)))
-    return found
+    return [Problem("claim of a dead process", owner, "its clips wait for the lease",
+                    lambda o=owner: _release(paths, o)) for owner in dead]
 
 
 def _release(paths: Paths, owner: str) -> str:

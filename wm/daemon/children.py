@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 
+
 def low_priority_prefix() -> list[str]:
     """argv prefix that puts the child in the idle IO class where the platform has a tool
     for it (it execs the command, so the pid stays the child's own)."""
@@ -54,15 +55,6 @@ def stop_child(p: subprocess.Popen, sig: int, grace: float) -> bool:
         p.wait()
         return False
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def same_command(pid: int, argv: list[str]) -> bool:

@@ -28,9 +28,8 @@ from wm.base import config, lock, log, signals
 from wm.base.config import Settings
 from wm.base.errors import WmError
 from wm.base.paths import Paths
-from wm.base.queue import QUEUED, Queue, owner_process
+from wm.base.queue import QUEUED, Queue
 from wm.capture.diskfloor import below_floor, free_bytes
-from wm.daemon.children import pid_alive
 from wm.daemon.faults import Faults, describe, guarded, supervised_thread
 from wm.daemon.maintenance import Maintenance, maintenance_command
 from wm.daemon.notify import Heartbeat, Notifier, watchdog_interval
@@ -79,13 +78,7 @@ def _real_recorder(settings: Settings, paths: Paths):
 def release_dead_claims(q: Queue) -> int:
     """Give back claims held by processes of this machine that no longer exist (a sleep
     cycle killed -9), instead of waiting for their lease to run out."""
-    node = os.uname().nodename
-    released = 0
-    for owner in q.owners():
-        proc = owner_process(owner)
-        if proc is not None and proc[0] == node and not pid_alive(proc[1]):
-            released += q.release(owner)
-    return released
+    return sum(q.release(owner) for owner in q.dead_owners())
 
 
 class Daemon:
