@@ -3,6 +3,12 @@
     .venv/bin/python bench/learn.py                         # 1 seed, a 20-minute night
     .venv/bin/python bench/learn.py --seeds 0 1 2 3 4 --budgets 20 40 60 --second-night
     .venv/bin/python bench/learn.py --budgets 0             # no training: version 0 only
+    .venv/bin/python bench/learn.py --seeds 1 2 --steps 752 243 2000   # steps, not minutes
+
+--steps trains a fixed number of steps per stage (JEPA, CPC, alignment) with no time
+budget: the figures then do not depend on how busy the machine is (a 20-minute night on
+this 2-core VM trained 752 / 243 / 2,000 steps at load 2-3.5, and a fifth of that at
+load 8), at the price of taking as long as those steps take.
 
 For each seed and budget: a labelled day composed from ../shared/media (bench/realday.py:
 five places, real footage with a real sound, revisited in a shuffled order with zoom,
@@ -67,6 +73,7 @@ class Row:
     promoted: bool | None
     clips: int
     precision: dict[str, float | None]
+    steps: str = ""          # "J/C/A" when trained by steps rather than by a budget
 
 
 def wm(home: Path, cfg: Path, *args: str) -> str:
@@ -128,33 +135,39 @@ def centre_on_day(enc: Encoders, paths: Paths, clips: list[Clip]) -> None:
 
 
 def night(home: Path, cfg: Path, media: Path, day: str, budget_min: float, visits: int,
-          seed: int) -> list[Visit]:
+          seed: int, by_steps: bool = False) -> list[Visit]:
     vs = compose_day(media / day, day, visits, seed=1000 * seed + int(day[-2:]))
     wm(home, cfg, "ingest", *[str(v.path) for v in vs], "--date", day)
-    if budget_min > 0:
+    if budget_min > 0 or by_steps:
         t0 = time.monotonic()
-        out = wm(home, cfg, "sleep", "--date", day, "--budget", f"{budget_min}m")
+        limit = [] if by_steps else ["--budget", f"{budget_min}m"]
+        out = wm(home, cfg, "sleep", "--date", day, *limit)
         print(f"    night {day}: {time.monotonic() - t0:.0f} s\n      " + out.strip().replace("\n", "\n      "))
     return vs
 
 
-def run_one(seed: int, budget_min: float, visits: int, second: bool, work: Path) -> list[Row]:
-    home, media = work / f"home-{seed}-{budget_min}", work / f"media-{seed}"
-    cfg = work / f"config-{seed}.yaml"
+def run_one(seed: int, budget_min: float, visits: int, second: bool, work: Path,
+            steps: list[int] | None = None) -> list[Row]:
+    label = "-".join(map(str, steps)) if steps else f"{budget_min}"
+    home, media = work / f"home-{seed}-{label}", work / f"media-{seed}"
+    cfg = work / f"config-{seed}-{label}.yaml"
     # The composed days are in the past: retention must not delete their media before
     # the figures are measured on them.
-    cfg.write_text(f"learn:\n  seed: {seed}\nretention:\n  raw_days: 36500\n")
+    stages = "".join(f"  {k}:\n    steps: {n}\n" for k, n in zip(("jepa", "cpc", "align"), steps or []))
+    cfg.write_text(f"learn:\n  seed: {seed}\n{stages}retention:\n  raw_days: 36500\n")
+    by_steps = steps is not None
     settings = config.load(cfg)
     paths = Paths(home)
     torch.manual_seed(seed)
-    v1 = night(home, cfg, media, DAYS[0], budget_min, visits, seed)
+    v1 = night(home, cfg, media, DAYS[0], budget_min, visits, seed, by_steps)
     clips, labels = day_clips(paths, DAYS[0], v1)
-    for q in ("--image", "--audio") if budget_min > 0 else ():   # the real CLI answers (a check)
+    for q in ("--image", "--audio") if budget_min > 0 or by_steps else ():   # the real CLI answers (a check)
         sample = clips[0]
         arg = sample.frames[0] if q == "--image" else sample.audio
         wm(home, cfg, "query", q, str(paths.data / arg), "--topk", "5", "--json")
     rows = []
-    base = dict(seed=seed, budget_min=budget_min, clips=len(clips))
+    base = dict(seed=seed, budget_min=0 if by_steps else budget_min, clips=len(clips),
+                steps="/".join(map(str, steps)) if steps else "")
     rows.append(Row(**base, night=1, embedder="chance", promoted=None,
                     precision={k: chance(labels) for k in QUESTIONS}))
     rows.append(Row(**base, night=1, embedder="version 0", promoted=None,
@@ -171,8 +184,8 @@ def run_one(seed: int, budget_min: float, visits: int, second: bool, work: Path)
         enc = load_encoders(settings, paths, version=v.version)
         rows.append(Row(**base, night=1, embedder=f"trained {v.version}", promoted=v.promoted,
                         precision=evaluate(enc, paths, clips, labels)))
-    if second and budget_min > 0:
-        night(home, cfg, media, DAYS[1], budget_min, visits, seed)
+    if second and (budget_min > 0 or by_steps):
+        night(home, cfg, media, DAYS[1], budget_min, visits, seed, by_steps)
         v = all_versions(paths)[-1]
         enc = load_encoders(settings, paths, version=v.version)
         rows.append(Row(**base, night=2, embedder=f"trained {v.version} (day 1 again)",
@@ -187,7 +200,8 @@ def show(rows: list[Row]) -> None:
         p = " ".join(f"{r.precision[q]:13.3f}" if r.precision[q] is not None else f"{'-':>13}"
                      for q in QUESTIONS)
         prom = "" if r.promoted is None else ("yes" if r.promoted else "NO")
-        print(f"{r.seed:>4} {r.budget_min:>6g} {r.night:>5} {r.embedder:<34} {prom:>8} {p}")
+        limit = r.steps or f"{r.budget_min:g}"
+        print(f"{r.seed:>4} {limit:>6} {r.night:>5} {r.embedder:<34} {prom:>8} {p}")
 
 
 def main() -> int:
@@ -196,6 +210,8 @@ def main() -> int:
     ap.add_argument("--budgets", type=float, nargs="+", default=[20.0], help="minutes; 0 = no night")
     ap.add_argument("--visits", type=int, default=54, help="visits of 9 s (3 clips each)")
     ap.add_argument("--second-night", action="store_true")
+    ap.add_argument("--steps", type=int, nargs=3, metavar=("JEPA", "CPC", "ALIGN"),
+                    help="train these steps per stage with no time budget (--budgets is then ignored)")
     ap.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
     a = ap.parse_args()
     if not (ROOT.parent / "shared" / "media").is_dir():
@@ -204,9 +220,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     for seed in a.seeds:
-        for budget in a.budgets:
-            print(f"seed {seed}, budget {budget:g} min", flush=True)
-            rows += run_one(seed, budget, a.visits, a.second_night, work)
+        for budget in [0.0] if a.steps else a.budgets:
+            print(f"seed {seed}, " + (f"steps {a.steps}" if a.steps else f"budget {budget:g} min"), flush=True)
+            rows += run_one(seed, budget, a.visits, a.second_night, work, a.steps)
             show(rows)
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from wm.daemon.status_report import (
     build_report,
 )
 from wm.demo.synth import make_day
+from wm.learn.versions import record_version
 
 
 @pytest.fixture
@@ -78,6 +79,26 @@ def test_fresh_install_says_never_slept(env):
     assert p.returncode == NOT_RUNNING
     assert "last sleep:  never" in p.stdout and "0 queued" in p.stdout
     assert not Path(os.environ["WM_HOME"], "memory").exists()   # status creates nothing
+
+
+def test_status_names_the_version_in_use_and_the_last_nights_verdict(env):
+    settings, paths = env
+    assert "version 0 (fixed features: no night trained yet) in use" in wm("status").stdout
+    record_version(paths, "2025-01-15.1", "2025-01-15", "checkpoints/a.pt", promoted=False)
+    paths.last_sleep_file.parent.mkdir(parents=True, exist_ok=True)
+    verdict = ("version 2025-01-15.1 NOT promoted (worse than version 0 on held-out visits;"
+               " version 0 stays in use)")
+    paths.last_sleep_file.write_text(json.dumps({
+        "started": "2025-01-16T01:00:00+01:00", "seconds": 600, "result": "completed",
+        "stages": {"jepa": "done at step 80 of 80", "evaluation": verdict}}))
+    out = wm("status").stdout
+    assert f"verdict:     {verdict}" in out
+    assert "version 0 (fixed features: no night promoted yet) in use" in out
+
+    record_version(paths, "2025-01-16.1", "2025-01-16", "checkpoints/b.pt", promoted=True)
+    out = wm("status").stdout
+    assert "models:      2025-01-16.1 (trained on 2025-01-16) in use" in out
+    assert json.loads(wm("status", "--json").stdout)["models"].startswith("2025-01-16.1")
 
 
 # -- judging a published status, with the lock held by a live process ------------------

@@ -19,13 +19,18 @@ from wm.learn.evaluate import Evaluation
 from wm.learn.metrics import Spread, mean_std, rankme, recall_at_k, spread
 from wm.learn.models import ModelConfig, Models, build_models
 from wm.learn.report import NightReport, write_report
+from wm.learn import train
 from wm.learn.train import (
+    Loop,
+    Stage,
     StageRecord,
     autocast,
+    fit_steps,
     lr_at,
     momentum_at,
     param_groups,
     pick_device,
+    run_stage,
 )
 from wm.learn.versions import (
     all_versions,
@@ -43,6 +48,46 @@ def test_lr_warms_up_then_follows_a_cosine_to_zero():
     assert lrs[550] == pytest.approx(0.5e-3, rel=0.01) and lrs[-1] < 1e-7
     # A short run keeps its warm-up to a quarter of the steps.
     assert lr_at(24, 100, 200, 1.0) == pytest.approx(1.0)
+
+
+def test_a_stage_plans_as_many_steps_as_fit_in_the_time_left():
+    assert fit_steps(step=4, max_steps=1000, seconds_left=10.0, per_step=0.5) == 24
+    assert fit_steps(step=4, max_steps=10, seconds_left=10.0, per_step=0.5) == 10
+    assert fit_steps(step=4, max_steps=1000, seconds_left=-1.0, per_step=0.5) == 4   # no more
+    assert fit_steps(step=10, max_steps=10, seconds_left=99.0, per_step=0.5) == 10
+
+
+class _Sleeper(Stage):
+    """A stage whose steps take `slow` seconds while the machine is busy (the first
+    `busy` steps), then `fast` seconds."""
+    name, unit, batch, lr = "sleeper", "clips", 1, 0.1
+
+    def __init__(self, busy: int, slow: float, fast: float):
+        self.module = torch.nn.Linear(1, 1)
+        self.busy, self.slow, self.fast, self.n = busy, slow, fast, 0
+
+    def step(self, step, total, should_stop):
+        import time
+        time.sleep(self.slow if self.n < self.busy else self.fast)
+        self.n += 1
+        return {"loss": 1.0}
+
+
+def test_a_stage_planned_at_a_busy_moment_replans_when_the_machine_is_free(monkeypatch):
+    """The plan is first made after 4 steps: here they take 0.1 s each, which would fit
+    ~20 steps in the 2 s left; the machine then runs steps 20x faster and the stage must
+    use that time instead of ending after a quarter of it."""
+    import time
+    monkeypatch.setattr(train, "REPLAN_SECONDS", 0.1)
+    stage = _Sleeper(busy=4, slow=0.1, fast=0.005)
+    rec = StageRecord("sleeper", max_steps=400)
+    opt = torch.optim.SGD(stage.module.parameters(), lr=0.1)   # its first use imports for seconds
+    deadline = time.monotonic() + 2.0
+    loop = Loop(should_stop=lambda: False, save=lambda: None, checkpoint_seconds=1e9,
+                deadline=deadline, warmup=0, log_every=1000)
+    assert run_stage(stage, rec, opt, loop)
+    assert rec.step >= 60, f"stopped at {rec.step} steps"
+    assert time.monotonic() < deadline + 1.0
 
 
 def test_ema_momentum_rises_to_its_end():

@@ -65,8 +65,12 @@ def render(r: Report, now: float) -> str:
         took = f" ({_age(ls.seconds)})" if ls.seconds is not None else ""
         started = _when(ls.started) if ls.started else "?"
         lines.append(f"last sleep:  {started}{took}, {ls.result or 'unknown'}")
-        if ls.stages:
-            lines.append("             " + "; ".join(f"{k}: {v}" for k, v in ls.stages.items()))
+        stages = {k: v for k, v in ls.stages.items() if k != "evaluation"}
+        if stages:
+            lines.append("             " + "; ".join(f"{k}: {v}" for k, v in stages.items()))
+        if "evaluation" in ls.stages:
+            lines.append(f"verdict:     {ls.stages['evaluation']}")
+    lines.append(f"models:      {r.models or 'unknown (the database cannot be read)'} in use")
     if r.sleeping_pid:
         since = f", for {_age(now - r.sleeping_since)}" if r.sleeping_since else ""
         lines.append(f"sleeping:    now (pid {r.sleeping_pid}{since})")

@@ -17,6 +17,7 @@ from wm.base.lastsleep import LastSleep
 from wm.base.paths import Paths
 from wm.base.queue import STATES, Queue
 from wm.capture.diskfloor import below_floor, floor_message, free_bytes
+from wm.learn.versions import latest_version
 from wm.daemon.scheduler import NightWindow
 from wm.daemon.status_file import STALE_SECONDS, DaemonStatus
 
@@ -49,6 +50,7 @@ class Report:
     # parts of the daemon that failed and were restarted: name -> failures, last error...
     faults: dict[str, dict] = field(default_factory=dict)
     retention: str | None = None   # the daemon's last retention run outside sleep cycles
+    models: str | None = None      # the model version the memory searches with, in words
 
     @property
     def exit_code(self) -> int:
@@ -163,6 +165,20 @@ def _retention(r) -> str | None:
     return f"{when}, for {r.last_reason}: {r.last_result or 'no result'}"
 
 
+def models_in_use(paths: Paths) -> str | None:
+    """The version new clips are embedded and queries answered with; None when the
+    database cannot be read."""
+    if not paths.memory_db.exists():
+        return "version 0 (fixed features: no night trained yet)"
+    try:
+        v = latest_version(paths)
+    except (sqlite3.Error, OSError):
+        return None
+    if v is None:
+        return "version 0 (fixed features: no night promoted yet)"
+    return f"{v.version} (trained on {v.date})"
+
+
 def build_report(settings: Settings, paths: Paths, now: float | None = None) -> Report:
     from wm.capture.pause import is_paused
 
@@ -197,4 +213,5 @@ def build_report(settings: Settings, paths: Paths, now: float | None = None) -> 
         scheduler=f"{live.scheduler.decision}: {live.scheduler.reason}" if live else None,
         problem=problem,
         faults={k: asdict(v) for k, v in st.faults.items()} if st else {},
-        retention=_retention(st.retention) if st and st.retention else None)
+        retention=_retention(st.retention) if st and st.retention else None,
+        models=models_in_use(paths))

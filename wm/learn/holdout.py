@@ -6,6 +6,9 @@ import numpy as np
 
 BLOCK_SECONDS = 30.0     # a continuous recording is cut into blocks of at most this long
 VISIT_GAP_SECONDS = 9.0  # a pause this long between clips ends a visit
+# A day with fewer clips is too small to judge on held-out visits (a visit or two of a
+# few places): holding any out would only take a fifth of its clips from training.
+JUDGE_MIN_CLIPS = 50
 
 
 def time_blocks(starts: np.ndarray, gap_seconds: float, block_seconds: float = BLOCK_SECONDS) -> np.ndarray:

@@ -18,11 +18,11 @@ import numpy as np
 
 from wm.learn.data import ClipRef
 from wm.learn.embeddings import Embedder
-from wm.learn.holdout import VISIT_GAP_SECONDS, time_blocks
+from wm.learn.holdout import JUDGE_MIN_CLIPS, VISIT_GAP_SECONDS, time_blocks
 from wm.learn.stages import load_clip_media
 
 QUESTIONS = ("image->image", "audio->audio", "audio->video")
-MIN_CLIPS = 50           # a day with fewer clips is judged by the collapse checks only
+MIN_CLIPS = JUDGE_MIN_CLIPS   # a day with fewer clips is judged by the collapse checks only
 
 
 @dataclass
@@ -94,10 +94,14 @@ def judge(candidate: Embedder, in_use: Embedder, version0: Embedder, clips: list
                          f"collapse: {', '.join(collapsed)}")
     stills, audio, blocks = held_out_media(clips)
     visits = len(np.unique(blocks))
-    if day_clips < MIN_CLIPS or visits < 2:
+    if day_clips < MIN_CLIPS:
         return Judgement(False, True, "candidate", in_use.version, None, [], tolerance,
-                         f"too small to judge ({day_clips} clips in the night, {len(blocks)} held out in "
-                         f"{visits} visits; it takes {MIN_CLIPS} and 2): collapse checks only")
+                         f"too small to judge ({day_clips} clips in the night; it takes {MIN_CLIPS}):"
+                         " every clip trained on, collapse checks only")
+    if visits < 2:
+        return Judgement(False, True, "candidate", in_use.version, None, [], tolerance,
+                         f"too small to judge ({len(blocks)} clips held out in {visits} visit; it"
+                         " takes 2 visits): collapse checks only")
     results = [retrieval(candidate, "candidate", stills, audio, blocks)]
     others = [in_use] if in_use.version == version0.version else [in_use, version0]
     results += [retrieval(e, e.version, stills, audio, blocks) for e in others]

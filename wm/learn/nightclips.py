@@ -14,7 +14,7 @@ from wm.base.manifest import Manifest
 from wm.base.paths import Paths
 from wm.base.queue import COMMITTED, PURGED, QUEUED, QueueItem, open_queue_db
 from wm.learn.data import ClipRef, NightData, clip_ref
-from wm.learn.holdout import VISIT_GAP_SECONDS, hold_out_blocks, time_blocks
+from wm.learn.holdout import JUDGE_MIN_CLIPS, VISIT_GAP_SECONDS, hold_out_blocks, time_blocks
 
 REPLAY_POOL = 4096   # earlier clips sampled per night; batches draw from this pool
 HELD_OUT_MAX = 512   # clips kept out of training to measure the night on
@@ -89,7 +89,8 @@ def night_data(paths: Paths, date: str | None, seed: int) -> NightData | None:
     finally:
         conn.close()
     clips = read_clips(paths, items)
-    n_eval = min(max(8, len(clips) // 10), len(clips) // 4, HELD_OUT_MAX)
+    n_eval = (min(max(8, len(clips) // 10), len(clips) // 4, HELD_OUT_MAX)
+              if len(clips) >= JUDGE_MIN_CLIPS else 0)
     # Whole visits (or minutes of a continuous recording) are held out, never lone clips.
     blocks = time_blocks(np.array([c.start for c in clips]), VISIT_GAP_SECONDS)
     held = set(hold_out_blocks(rng, blocks, n_eval, most=max(n_eval, len(clips) // 4)).tolist()) if n_eval else set()

@@ -177,12 +177,29 @@ class Loop:
     log_every: int
 
 
+REPLAN_SECONDS = 30.0   # how often a stage re-fits its schedule to the time left
+RECENT_STEPS = 25       # the step times that say how fast the machine is now
+
+
+def fit_steps(step: int, max_steps: int, seconds_left: float, per_step: float) -> int:
+    """Where a stage's schedule should end: as many more steps as fit in the time left at
+    the current speed, never past max_steps (step itself when none fits)."""
+    fits = int(max(0.0, seconds_left) / per_step) if per_step > 0 else max_steps
+    return max(step, min(max_steps, step + fits))
+
+
 def _plan(rec: StageRecord, loop: Loop, step_times: list[float]) -> None:
-    """Fit the schedule to the time left, from the measured step time."""
-    per_step = statistics.median(step_times[1:])
-    fits = int((loop.deadline - time.monotonic()) / per_step)
-    rec.planned = max(rec.step + 1, min(rec.max_steps, rec.step + fits))
-    _log.info("stage_planned", stage=rec.name, steps=rec.planned, seconds_per_step=round(per_step, 3))
+    """Fit the schedule to the time left, from the recent step times (the first step,
+    which warms caches up, is left out). Re-run while the stage trains and once more when
+    the plan is done: a plan made at a busy moment would otherwise cut the whole stage
+    short, and one made at a quiet moment would be ended by the deadline before its
+    learning rate has come down."""
+    recent = step_times[1:][-RECENT_STEPS:]
+    per_step = statistics.median(recent)
+    planned = fit_steps(rec.step, rec.max_steps, loop.deadline - time.monotonic(), per_step)
+    if planned != rec.planned:
+        rec.planned = planned
+        _log.info("stage_planned", stage=rec.name, steps=rec.planned, seconds_per_step=round(per_step, 3))
 
 
 def run_stage(stage: Stage, rec: StageRecord, opt: torch.optim.Optimizer, loop: Loop) -> bool:
@@ -194,7 +211,7 @@ def run_stage(stage: Stage, rec: StageRecord, opt: torch.optim.Optimizer, loop: 
     rec.planned = max(rec.step, rec.max_steps)
     stage.prepare()
     step_times: list[float] = []
-    last_save = time.monotonic()
+    last_save = planned_at = time.monotonic()
     bar = Progress(rec.planned * stage.batch, rec.name, stage.unit, every_seconds=math.inf)
     bar.done = rec.step * stage.batch
     try:
@@ -220,10 +237,12 @@ def run_stage(stage: Stage, rec: StageRecord, opt: torch.optim.Optimizer, loop: 
                     rec.curves.setdefault(key, []).append(value)
             step_times.append(dt)
             if loop.deadline is not None:
-                if len(step_times) == 4:
+                due = time.monotonic() - planned_at >= REPLAN_SECONDS or rec.step >= rec.planned
+                if len(step_times) == 4 or (len(step_times) > 4 and due):
                     _plan(rec, loop, step_times)
+                    planned_at = time.monotonic()
                     bar.total = rec.planned * stage.batch
-                elif time.monotonic() > loop.deadline:
+                if time.monotonic() > loop.deadline:
                     rec.planned = rec.step
                     rec.note = f"time budget ended the stage at step {rec.step} of {rec.max_steps}"
             rate = stage.batch / dt
@@ -237,5 +256,7 @@ def run_stage(stage: Stage, rec: StageRecord, opt: torch.optim.Optimizer, loop: 
     finally:
         bar.close()
         stage.close()
+    if rec.step < rec.max_steps and not rec.note:
+        rec.note = f"time budget ended the stage at step {rec.step} of {rec.max_steps}"
     rec.done = True
     return True
