@@ -51,6 +51,11 @@ class Embedder:
     video_dim: int
     audio_dim: int
 
+    def prepare_stills(self, stills: list[np.ndarray]) -> list[np.ndarray]:
+        """What embed_clips may be given instead of the stills, with the same result:
+        work a reading thread can do beside the model (here, none)."""
+        return stills
+
     def embed_clips(self, stills: list[list[np.ndarray]], audio: list[np.ndarray | None]) -> ClipEmbeddings:
         """stills: each clip's BGR frames (may be empty); audio: each clip's int16 16 kHz
         samples or None."""

@@ -2,6 +2,11 @@
 carries its architecture, so any recorded version loads whatever the settings say now."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 import cv2
 import numpy as np
 import torch
@@ -14,13 +19,33 @@ from wm.learn.embeddings import ClipEmbeddings, Embedder  # noqa: F401 (ClipEmbe
 from wm.learn.fixed import VERSION_0, FixedEncoders
 from wm.learn.jepa import embed_images, to_input
 from wm.learn.modelfiles import load_checkpoint, load_version, newest_usable  # noqa: F401 (load_checkpoint: re-exported)
-from wm.learn.models import ModelConfig, Models
+from wm.learn.models import ModelConfig, Models, build_models
 from wm.learn.train import autocast, pick_device
 from wm.learn.versions import all_versions
 
-IMAGE_CHUNK = 32      # stills per forward pass: bounded memory, still large matmuls
-AUDIO_CHUNK = 32      # clip-length windows per forward pass
+IMAGE_CHUNK = 16      # stills per forward pass: bounded memory, still large matmuls
+AUDIO_CHUNK = 8       # clip-length windows per forward pass (the GRU gains nothing from more)
+T = TypeVar("T")
 MIN_SOUND = 0.25      # seconds: a shorter sound is too short to embed (zero-padded to this)
+
+
+def in_workers(fn: Callable[[T], torch.Tensor], items: list[T],
+               device: torch.device) -> list[torch.Tensor]:
+    """fn(item) for each item, on as many Python threads as torch has CPU threads, each
+    running torch on one thread. Torch's own threads wait for each other at every
+    operation, so one core taken by another process stalls them all (measured on 2 cores
+    beside a busy process: 2 torch threads ran a ViT 2-4x slower than 1); work items
+    pulled by independent threads only lose the share the busy core would have done."""
+    workers = min(torch.get_num_threads(), len(items)) if device.type == "cpu" else 1
+    if workers <= 1:
+        return [fn(x) for x in items]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(before)
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:
@@ -49,18 +74,25 @@ class Encoders(Embedder):
     def audio_dim(self) -> int:
         return self.config.cpc.hidden
 
-    @torch.no_grad()
-    def _video(self, stills: list[np.ndarray]) -> np.ndarray:
+    def prepare_stills(self, stills: list[np.ndarray]) -> list[np.ndarray]:
+        """Stills shrunk to the model's input (BGR): the commit does this on its reading
+        thread, beside the model's arithmetic. `_video` gives the same vectors either way."""
         size = self.config.jepa.image_size
-        rgb = [_to_rgb(cv2.resize(s, (size, size), interpolation=cv2.INTER_AREA)) for s in stills]
-        out = []
-        for i in range(0, len(rgb), IMAGE_CHUNK):
-            with autocast(self.device):
-                x = to_input(np.stack(rgb[i:i + IMAGE_CHUNK]), self.device)
-                out.append(embed_images(self.models.jepa.teacher, x).float().cpu())
-        if not out:
+        return [s if s.shape[:2] == (size, size)
+                else cv2.resize(s, (size, size), interpolation=cv2.INTER_AREA) for s in stills]
+
+    def _video(self, stills: list[np.ndarray]) -> np.ndarray:
+        if not stills:
             return np.zeros((0, self.video_dim), np.float32)
-        return (torch.cat(out) - self.models.video_mean.cpu()).numpy()
+        chunks = [stills[i:i + IMAGE_CHUNK] for i in range(0, len(stills), IMAGE_CHUNK)]
+        out = torch.cat(in_workers(self._video_chunk, chunks, self.device))
+        return (out - self.models.video_mean.cpu()).numpy()
+
+    def _video_chunk(self, stills: list[np.ndarray]) -> torch.Tensor:
+        rgb = np.stack([_to_rgb(s) for s in self.prepare_stills(stills)])
+        with torch.inference_mode(), autocast(self.device):
+            x = to_input(rgb, self.device)
+            return embed_images(self.models.jepa.teacher, x).float().cpu()
 
     def _windows(self, samples: np.ndarray) -> list[np.ndarray]:
         """A sound cut into clip-length windows (a tail shorter than a second is dropped
@@ -75,7 +107,6 @@ class Encoders(Embedder):
             wins.pop()
         return wins
 
-    @torch.no_grad()
     def _audio(self, sounds: list[np.ndarray]) -> np.ndarray:
         """One embedding per sound: the mean over its windows."""
         wins, owner = [], []
@@ -83,21 +114,26 @@ class Encoders(Embedder):
             for w in self._windows(s):
                 wins.append(w)
                 owner.append(i)
-        emb = np.zeros((len(wins), self.audio_dim), np.float32)
-        order = sorted(range(len(wins)), key=lambda j: wins[j].size)  # equal lengths batch together
-        for start in range(0, len(order), AUDIO_CHUNK):
-            group = order[start:start + AUDIO_CHUNK]
-            by_len: dict[int, list[int]] = {}
-            for j in group:
-                by_len.setdefault(wins[j].size, []).append(j)
-            for idx in by_len.values():
+        # Windows of equal length batch together (a sound's tail is shorter).
+        by_len: dict[int, list[int]] = {}
+        for j in sorted(range(len(wins)), key=lambda j: wins[j].size):
+            by_len.setdefault(wins[j].size, []).append(j)
+        groups = [idx[i:i + AUDIO_CHUNK] for idx in by_len.values()
+                  for i in range(0, len(idx), AUDIO_CHUNK)]
+
+        def chunk(idx: list[int]) -> torch.Tensor:
+            with torch.inference_mode():
                 wave = to_wave(np.stack([wins[j] for j in idx]), self.device)
-                emb[idx] = (self.models.cpc.embed(wave) - self.models.audio_mean).cpu().numpy()
+                return (self.models.cpc.embed(wave) - self.models.audio_mean).cpu()
+
+        emb = np.zeros((len(wins), self.audio_dim), np.float32)
+        for idx, e in zip(groups, in_workers(chunk, groups, self.device)):
+            emb[idx] = e.numpy()
         out = np.zeros((len(sounds), self.audio_dim), np.float32)
         np.add.at(out, owner, emb)
         return out / np.bincount(owner, minlength=len(sounds))[:, None].clip(1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def shared(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         heads = self.models.align
         out = []
@@ -108,6 +144,25 @@ class Encoders(Embedder):
                 y[ok] = head(torch.from_numpy(x[ok]).to(self.device)).float().cpu().numpy()
             out.append(y)
         return out[0], out[1]
+
+
+def seconds_per_clip(settings: Settings, device: torch.device, clips: int = 8) -> float:
+    """Seconds the commit's embedding takes per clip on this machine now, with models of
+    the settings' sizes (random weights: the same arithmetic as a trained version) on
+    synthetic media of the recorder's sizes (3 stills, a clip of sound). A second or two,
+    measured at the night's thread count; what it leaves out (JPEG decoding, shard
+    writes) is the plan's margin (wm.nightly.plan)."""
+    cap = settings.capture
+    with torch.random.fork_rng(devices=[]):   # the night's random state stays the night's
+        enc = Encoders(build_models(ModelConfig.from_settings(settings), 0), "probe", device)
+    rng = np.random.default_rng(0)
+    still = rng.integers(0, 256, (cap.video_height, cap.video_width, 3), np.uint8)
+    sound = rng.integers(-3000, 3000, cap.clip_samples).astype(np.int16)
+    n_stills = cap.clip_seconds * cap.frame_rate
+    enc.embed_clips([[still] * n_stills], [sound])     # warm-up: first calls allocate
+    t = time.perf_counter()
+    enc.embed_clips([[still] * n_stills] * clips, [sound] * clips)
+    return (time.perf_counter() - t) / clips
 
 
 def models_from_checkpoint(ckpt: dict) -> Models:

@@ -53,6 +53,15 @@ def read_media(paths: Paths, clip: Clip) -> Loaded | None:
     return reading.read_media(paths, clip).loaded
 
 
+def prepare(encoders, reads: list[MediaRead]) -> None:
+    """What the encoders can do to the stills before their model runs (shrink them to its
+    input), done here on the reading thread while the previous batch is embedded."""
+    shrink = getattr(encoders, "prepare_stills", None)
+    for r in reads if shrink is not None else ():
+        if r.loaded is not None and r.loaded.stills:
+            r.loaded.stills = shrink(r.loaded.stills)
+
+
 def embed(encoders, loaded: list[Loaded]) -> ClipEmbeddings:
     """Every kind of vector for a batch (rows of NaN where a kind is absent)."""
     return encoders.embed_clips([x.stills for x in loaded], [x.audio for x in loaded])
@@ -107,7 +116,10 @@ def _warn(event: str, reads: list[MediaRead], **kw) -> None:
 
 
 def commit_queued(settings: Settings, paths: Paths, encoders,
-                  should_stop: Callable[[], bool]) -> CommitResult:
+                  should_stop: Callable[[], bool], batch: int | None = None) -> CommitResult:
+    """Every queued clip into the memory, `batch` clips at a time (default COMMIT_BATCH,
+    read when called); then re-embedding and index upkeep while time is left."""
+    batch = batch or COMMIT_BATCH
     version = encoders.version
     store = Store(paths)
     queue = Queue(paths.memory_db)
@@ -122,10 +134,10 @@ def commit_queued(settings: Settings, paths: Paths, encoders,
             todo = queue.count(QUEUED) + store.count_stale(version)
             with Progress(todo, "commit", "clips") as bar, ThreadPoolExecutor(1) as pool:
                 _commit_new(settings, paths, store, queue, owner, encoders, should_stop, pool,
-                            bar, result)
+                            bar, result, batch)
                 if not should_stop():
                     _reembed(settings, paths, store, queue, encoders, should_stop, pool, bar,
-                             result)
+                             result, batch)
             if not should_stop():
                 maintain(settings, store, should_stop)
         result.remaining = queue.count(QUEUED)
@@ -151,14 +163,19 @@ def _read_queued(paths: Paths, item: QueueItem) -> MediaRead:
 
 
 def _commit_new(settings, paths, store, queue, owner, encoders, should_stop, pool, bar,
-                result) -> None:
+                result, batch) -> None:
     lease = settings.daemon.lease_seconds
 
     def claim():
-        items = queue.claim(owner, COMMIT_BATCH, lease)
+        items = queue.claim(owner, batch, lease)
         if not items:
             return None
-        return pool.submit(lambda: [(_read_queued(paths, it), it.attempts) for it in items])
+
+        def read():
+            reads = [_read_queued(paths, it) for it in items]
+            prepare(encoders, reads)
+            return list(zip(reads, [it.attempts for it in items]))
+        return pool.submit(read)
 
     fut = claim()
     while fut is not None and not should_stop():
@@ -185,18 +202,23 @@ def _commit_new(settings, paths, store, queue, owner, encoders, should_stop, poo
         bar.update(len(reads))
 
 
-def _reembed(settings, paths, store, queue, encoders, should_stop, pool, bar, result) -> None:
+def _reembed(settings, paths, store, queue, encoders, should_stop, pool, bar, result,
+             batch) -> None:
     version = encoders.version
     max_attempts = settings.memory.read_attempts
     cursor: list[str | None] = [None]
 
     def select():
-        clips = store.stale_clips(version, COMMIT_BATCH, before=cursor[0],
+        clips = store.stale_clips(version, batch, before=cursor[0],
                                   max_attempts=max_attempts, now=time.time())
         if not clips:
             return None
         cursor[0] = clips[-1].start
-        return pool.submit(lambda: [reading.read_media(paths, c) for c in clips])
+        def read():
+            reads = [reading.read_media(paths, c) for c in clips]
+            prepare(encoders, reads)
+            return reads
+        return pool.submit(read)
 
     fut = select()
     while fut is not None and not should_stop():
