@@ -117,6 +117,6 @@ def test_pure_pieces():
     lo, hi = date_key_range("2025-01-14", "2025-01-14")
     assert hi - lo == 1 << 32 and lo == date(2025, 1, 14).toordinal() << 32
     assert date_key_range(None, None)[0] == 0
-    assert ann.n_cells(10_000) == 200 and ann.n_cells(10) == 16
-    rec = ann.IndexRecord("v", "shared", "f", 10_000, 10_000, 50, 0.97)
-    assert ann.worthwhile(rec) and not ann.worthwhile(dataclasses.replace(rec, nprobe=64))
+    assert ann.n_cells(10_000) == 100 and ann.n_cells(10) == 16
+    rec = ann.IndexRecord("v", "shared", "f", 10_000, 10_000, 25, 0.97)
+    assert ann.worthwhile(rec) and not ann.worthwhile(dataclasses.replace(rec, nprobe=32))

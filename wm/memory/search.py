@@ -1,7 +1,9 @@
 """Ranking within one model version and one kind of vector: exact cosine over memory-mapped
 shards, or the version's IVF index (wm/memory/ann.py) when the ranking spans more than
-settings.memory.ann_min_rows vectors. Shards newer than the index are always scanned
-exactly and merged in, so a fresh day is searchable before any index update."""
+settings.memory.ann_min_rows vectors; the index's short list is re-ranked against the
+shards' float32 rows, so scores are exact cosines either way. Shards newer than the index
+are always scanned exactly and merged in, so a fresh day is searchable before any index
+update."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,25 +75,30 @@ def search(store: Store, version: str, kind: str, q: np.ndarray, k: int,
         index = ann.open_index(store, rec)
         key_range = date_key_range(lo, hi) if (lo or hi) else None
         # Rows of clips re-embedded since the index was written may still come back:
-        # ask for a few more and drop them below.
-        ak, asc = ann.ann_search(index, q, want + 16, key_range, rec.nprobe)
+        # keep a few more and drop them below.
+        cand = ann.candidates(index, q, ann.short_list(want + 16), key_range, rec.nprobe)
+        ak, asc = ann.rerank(store, [s for s in shards if s.indexed], q, cand, want + 16)
         keys.append(ak)
         scores.append(asc)
         shards = [s for s in shards if not s.indexed]
-        method = f"ivf(nprobe={rec.nprobe})"
+        method = f"ivf(nprobe={rec.nprobe}, {len(cand)} re-ranked)"
     ek, es = exact_search(store, shards, q, want)
     keys.append(ek)
     scores.append(es)
     keys_all = np.concatenate(keys)
     scores_all = np.concatenate(scores).astype(np.float32)
     order = np.argsort(-scores_all, kind="stable")
-    clips = store.clips_by_key(keys_all[order])
     hits: list[Hit] = []
-    for i in order:
-        clip = clips.get(int(keys_all[i]))
-        if clip is None or clip.version != version or clip.key in exclude:
-            continue
-        hits.append(Hit(clip, float(scores_all[i])))
-        if len(hits) == k:
-            break
+    # Rows are looked up best first, a k at a time, until k are kept: on a large memory
+    # each lookup can be a disk read of a B-tree page, and most candidates are never shown.
+    for start in range(0, len(order), max(k, 1)):
+        part = order[start:start + max(k, 1)]
+        clips = store.clips_by_key(keys_all[part])
+        for i in part:
+            clip = clips.get(int(keys_all[i]))
+            if clip is None or clip.version != version or clip.key in exclude:
+                continue
+            hits.append(Hit(clip, float(scores_all[i])))
+            if len(hits) == k:
+                return hits, method
     return hits, method
