@@ -3,6 +3,8 @@
     .venv/bin/python bench/ingest.py                 # makes a 60 s 640x480 @ 30 fps H.264+AAC file
     .venv/bin/python bench/ingest.py --input FILE    # your own recording (made there if missing)
     .venv/bin/python bench/ingest.py --repeat 5 --seconds 60
+    .venv/bin/python bench/ingest.py --decode-all    # also ingest decoding every frame (the
+                                                     # lever before it), in the same run
 
 Decode-only = demux + decode every video and audio frame with PyAV (decoder threads on),
 nothing else: the floor for any ingest. Ingest = `wm ingest` of the same file into a fresh
@@ -87,11 +89,16 @@ def decode_only(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def ingest(path: Path, root: Path, preset: str | None) -> tuple[float, int, int]:
-    """Seconds taken, clips written, bytes of clip video."""
+def ingest(path: Path, root: Path, preset: str | None,
+           decode_all: bool = False) -> tuple[float, int, int]:
+    """Seconds taken, clips written, bytes of clip video. `decode_all`: without the skip of
+    unreferenced pictures no slot takes (how ingest decoded before), for comparison."""
     from wm.base import config, log
     from wm.base.paths import Paths
+    from wm.capture.ingest import video
     from wm.capture.ingest.run import ingest_files
+
+    video.VideoPart.skip_unneeded = (lambda *a: None) if decode_all else SKIP
 
     shutil.rmtree(root, ignore_errors=True)
     settings = config.load(overrides={"capture": {"ingest_preset": preset}} if preset else None)
@@ -106,6 +113,15 @@ def ingest(path: Path, root: Path, preset: str | None) -> tuple[float, int, int]
     return took, summary.clips, size
 
 
+def _skip():
+    from wm.capture.ingest.video import VideoPart
+
+    return VideoPart.skip_unneeded
+
+
+SKIP = _skip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", type=Path,
@@ -113,6 +129,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the generated file")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--preset", help="x264 preset for the clips (default: capture.ingest_preset)")
+    ap.add_argument("--decode-all", action="store_true",
+                    help="also measure ingest decoding every frame, alternating with the rest")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="wm-bench-"))
@@ -132,7 +150,7 @@ def main() -> None:
         print(f"input: {src} ({secs:.1f} s, {v.name} {v.width}x{v.height}, {kbps:.0f} kbit/s); "
               f"cpus: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; "
               f"PyAV {av.__version__}")
-        dec, ing, dcpu, icpu = [], [], [], []
+        dec, ing, dcpu, icpu, alls, acpu = [], [], [], [], [], []
         for r in range(args.repeat):
             c0 = time.process_time()
             d = decode_only(src)
@@ -143,15 +161,26 @@ def main() -> None:
             ing.append(secs / i)
             dcpu.append((c1 - c0) / secs * 60)
             icpu.append((c2 - c1) / secs * 60)
-            print(f"run {r + 1}: decode-only {secs / d:6.1f}x real time ({d:.2f} s), "
-                  f"ingest {secs / i:6.1f}x ({i:.2f} s, {clips} clips, "
-                  f"{size / 1e6:.1f} MB of clip video)", flush=True)
+            line = (f"run {r + 1}: decode-only {secs / d:6.1f}x real time ({d:.2f} s), "
+                    f"ingest {secs / i:6.1f}x ({i:.2f} s, {clips} clips, "
+                    f"{size / 1e6:.1f} MB of clip video)")
+            if args.decode_all:
+                a, _, _ = ingest(src, work / "home", args.preset, decode_all=True)
+                alls.append(secs / a)
+                acpu.append((time.process_time() - c2) / secs * 60)
+                line += f", ingest decoding all {secs / a:6.1f}x ({a:.2f} s)"
+            print(line + f"; load {os.getloadavg()[0]:.1f}", flush=True)
         md, mi = statistics.median(dec), statistics.median(ing)
         print(f"CPU per minute of media (all threads): decode-only "
-              f"{statistics.median(dcpu):.2f} s, ingest {statistics.median(icpu):.2f} s")
+              f"{statistics.median(dcpu):.2f} s, ingest {statistics.median(icpu):.2f} s"
+              + (f", ingest decoding all {statistics.median(acpu):.2f} s" if alls else ""))
         print(f"median decode-only {md:.1f}x real time; median ingest {mi:.1f}x real time; "
               f"ingest/decode-only {mi / md:.2f} (targets: ingest >= 10x, ratio >= 0.5); "
               f"load average now {os.getloadavg()[0]:.1f}")
+        if alls:
+            ma = statistics.median(alls)
+            print(f"ingest decoding every frame: median {ma:.1f}x real time, "
+                  f"{ma / md:.2f} of decode-only")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

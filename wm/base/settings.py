@@ -100,6 +100,17 @@ class CaptureSettings:
     min_tail_seconds: Float = setting(
         1.0, "ingest: a final remainder shorter than this is dropped, longer is padded and "
         "flagged", ge=0)
+    encoder: Literal["auto", "x264", "videotoolbox", "qsv", "nvenc"] = setting(
+        "auto", "H.264 encoder of recorded clips: auto tries the machine's hardware encoder"
+        " (VideoToolbox on macOS, QSV/NVENC elsewhere), else x264; a named one that fails"
+        " falls back to x264 too")
+    preset: Preset = setting(
+        "ultrafast", "x264 preset of recorded clips: ultrafast takes ~1/3 of veryfast's CPU"
+        " for about the same bytes at the same crf (0.7 dB less PSNR); README: storage per"
+        " recorded hour")
+    crf: Int = setting(
+        26, "x264 quality of recorded clips: lower is better and larger (+2: ~16% smaller)",
+        ge=0, le=51)
     ingest_preset: Preset = setting(
         "ultrafast", "x264 preset of ingested clip videos: fastest; superfast: ~35% smaller "
         "files for 10-15% more CPU")
@@ -130,6 +141,10 @@ class DaemonSettings:
         60.0, "wm run applies retention this often outside sleep cycles (a long pause or a"
         " day without sleep still forgets old media); while the disk is under"
         " retention.min_free_gb it tries every few minutes", gt=0)
+    query_service: Bool = setting(
+        True, "wm run keeps the encoders loaded in a low-priority child that answers"
+        " `wm query` over a Unix socket in the data root (well under a second instead of"
+        " seconds; costs the RAM of torch and the models while it runs)")
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -1,5 +1,5 @@
-"""The camera: any video source OpenCV opens (a device index, a file, an RTSP or HTTP
-MJPEG URL) read by one thread that keeps up with it.
+"""The camera: a device index or a file (through OpenCV) or an RTSP or HTTP MJPEG URL
+(through PyAV: wm.capture.avcamera says why) read by one thread that keeps up with it.
 
 The reader grabs every frame as it comes (so nothing stale piles up in a buffer), stamps
 it with time.monotonic() when read (a live stream's own timestamps are synthetic), and
@@ -19,11 +19,10 @@ import numpy as np
 from wm.base import log
 from wm.base.redact import redact
 from wm.capture import segments
+from wm.capture.avcamera import CvStream, Stream, open_av
 
 # FFmpeg prints connection errors itself; the state changes are logged here instead.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-# RTSP over TCP: over UDP a lost packet smears the frame; an IP camera on Wi-Fi loses many.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 import cv2  # noqa: E402
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -122,7 +121,16 @@ class Camera(DeviceReader):
     def is_file(self) -> bool:
         return "://" not in self.spec and not self.spec.isdigit()
 
-    def _open(self):
+    def _open(self) -> Stream | None:
+        if "://" in self.spec:
+            stream = open_av(self.spec, self.stall_seconds, fit, self.width, self.height)
+        else:
+            stream = self._open_cv()
+        if stream is not None:
+            self.description = f"{self.shown} {stream.description}"
+        return stream
+
+    def _open_cv(self) -> CvStream | None:
         if self.spec.isdigit():
             cap = cv2.VideoCapture(int(self.spec))
             if cap.isOpened():  # ask a webcam for about the size we keep: less to move and decode
@@ -136,10 +144,7 @@ class Camera(DeviceReader):
         if not cap.isOpened():
             cap.release()
             return None
-        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        self.description = f"{self.shown} {w}x{h}"
-        return cap
+        return CvStream(cap, fit, self.width, self.height)
 
     def open(self) -> bool:
         """Try once, now (Recorder.start uses this to report what works)."""
@@ -171,7 +176,7 @@ class Camera(DeviceReader):
                 before = time.monotonic()
                 ok = cap.grab()
                 if ok and self.is_file:  # show the frame when its time comes
-                    due_at = opened_at + cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
+                    due_at = opened_at + cap.position()
                     stop.wait(max(0.0, due_at - time.monotonic()))
                 t = time.monotonic()
                 if stop.is_set():
@@ -188,10 +193,10 @@ class Camera(DeviceReader):
                 self._set(OK, t)
                 keep, due = segments.decimate(t, due, self.period)
                 if keep:
-                    ok, bgr = cap.retrieve()
-                    if ok and bgr is not None:
+                    image = cap.retrieve()
+                    if image is not None:
                         self.kept += 1
-                        self.on_frame(t, fit(bgr, self.width, self.height))
+                        self.on_frame(t, image)
         finally:
             if cap is not None:
                 cap.release()

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from wm.base.manifest import Gap
+
+if TYPE_CHECKING:
+    import av
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
     """A video frame read at source time `t` (the segmenter files the frames it keeps by
-    their time on its timeline instead)."""
+    their time on its timeline instead): BGR pixels, or, from a network camera read with
+    PyAV, the decoded yuv420p frame itself (no round trip through BGR before the encode)."""
     t: float
-    bgr: np.ndarray
+    bgr: "np.ndarray | av.VideoFrame"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from wm.base.manifest import FINAL, Manifest
 from wm.base.lock import refuse_beside_daemon
 from wm.base.paths import Paths
 from wm.base.signals import StopFlag, stop_on_signals
+from wm.capture.encoder import choose as choose_encoder
 from wm.capture.events import AudioBlock, Cut, DeviceState, Event, Frame
 from wm.capture.orphans import remove_orphan_media, remove_partials
 from wm.capture.pause import is_paused
@@ -95,10 +96,12 @@ class Recorder:
         (listing the devices found), or the file cannot be played."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self._sweep()
+        c = self.c
+        self.sink.codec = choose_encoder(c.encoder, c.preset, c.crf, self.log,
+                                         size=(c.video_width, c.video_height))
         self.paused = is_paused(self.paths)
         timing = self.sources.open(self.paused)
         self._clock = timing.clock
-        c = self.c
         self.seg = Segmenter(clip_seconds=c.clip_seconds, sample_rate=c.sample_rate,
                              video_fps=c.video_fps, frame_rate=c.frame_rate,
                              size=(c.video_width, c.video_height),

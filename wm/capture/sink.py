@@ -12,6 +12,7 @@ from wm.base.clipids import clip_id, local_date
 from wm.base.manifest import Manifest
 from wm.base.paths import Paths
 from wm.capture.diskfloor import below_floor, free_bytes
+from wm.capture.encoder import VideoCodec, x264
 from wm.capture.events import Cut
 from wm.capture.sources import Sources
 from wm.capture.writer import ClipMedia, write_clip
@@ -32,6 +33,8 @@ class ClipSink:
         self.last_clip_end: float | None = None
         self.delays: deque[float] = deque(maxlen=DELAYS_KEPT)
         self._recent_ids: deque[str] = deque(maxlen=64)
+        # the Recorder probes for a hardware encoder at start and replaces this
+        self.codec: VideoCodec = x264(self.c.preset, self.c.crf)
 
     def write(self, cut: Cut) -> None:
         if not self._disk_ok():
@@ -45,7 +48,7 @@ class ClipSink:
                           source=self.sources.manifest_source(cut), gaps=cut.gaps, flags=cut.flags)
         manifest = write_clip(self.paths, media, clip_seconds=c.clip_seconds,
                               sample_rate=c.sample_rate, video_fps=c.video_fps,
-                              jpeg_quality=c.jpeg_quality)
+                              jpeg_quality=c.jpeg_quality, codec=self.codec)
         end = cut.source_time + cut.duration
         self.delays.append((self.sources.playhead() - end) / self.speed)
         self.clips_written += 1

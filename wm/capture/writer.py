@@ -18,6 +18,7 @@ from wm.base.atomic import atomic_write_bytes, commit_file, fsync_dir, partial_n
 from wm.base.manifest import AUDIO_ONLY, VIDEO_ONLY, Gap, Manifest, Source
 from wm.base.media import write_wav
 from wm.base.paths import Paths
+from wm.capture.encoder import VideoCodec, x264
 from wm.capture.orphans import remove_partials  # noqa: F401  (the daemon's watcher sweeps with it)
 
 if TYPE_CHECKING:
@@ -31,23 +32,25 @@ if TYPE_CHECKING:
 class ClipMedia:
     """One clip's content, ready to write. `video` holds the frames already placed on the
     clip video's constant-rate slots, as BGR arrays or as av.VideoFrames (ingest hands over
-    decoded frames scaled in C, skipping a round trip through BGR); `stills` the 1-FPS
-    frames (k = 0, 1, 2) as BGR arrays."""
+    decoded frames scaled in C, skipping a round trip through BGR, and so does a live
+    MJPEG camera); `stills` the 1-FPS frames (k = 0, 1, 2), the same kinds."""
     cid: str
     date: str
     start: datetime                 # UTC instant of the first audio sample
     duration: float                 # seconds of real content
     audio: np.ndarray | None        # int16, exactly clip_samples long (zero-padded)
     video: list[np.ndarray | av.VideoFrame]  # may be empty: an audio-only clip
-    stills: list[np.ndarray]
+    stills: list[np.ndarray | av.VideoFrame]
     source: Source
     gaps: list[Gap] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
 
 
-def write_jpeg(path: Path, bgr: np.ndarray, quality: int) -> None:
+def write_jpeg(path: Path, bgr: np.ndarray | av.VideoFrame, quality: int) -> None:
     import cv2
 
+    if not isinstance(bgr, np.ndarray):  # an av.VideoFrame: converted once a second only
+        bgr = bgr.to_ndarray(format="bgr24")
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError(f"{path}: JPEG encoding failed")
@@ -69,11 +72,12 @@ def _yuv_frame(img: np.ndarray | av.VideoFrame) -> av.VideoFrame:
 
 def write_mp4(path: Path, frames: list[np.ndarray | av.VideoFrame], fps: int,
               audio: np.ndarray | None, rate: int, duration: float,
-              preset: str = "veryfast") -> None:
-    """H.264 (+ AAC when there is audio). x264 'veryfast' keeps a clip's encode well under
-    its 3 s on a laptop core (ingest, racing through a file, asks for a faster preset);
-    the audio is cut to the clip's real duration."""
+              preset: str = "veryfast", codec: VideoCodec | None = None) -> None:
+    """H.264 (+ AAC when there is audio) with `codec` (default: x264 `preset`, CRF 26); the
+    audio is cut to the clip's real duration."""
     import av
+
+    codec = codec or x264(preset, 26)
 
     tmp = partial_name(path)
     with av.open(str(tmp), mode="w", format="mp4") as out:
@@ -82,9 +86,11 @@ def write_mp4(path: Path, frames: list[np.ndarray | av.VideoFrame], fps: int,
             first = frames[0]
             w, h = ((first.width, first.height) if isinstance(first, av.VideoFrame)
                     else (first.shape[1], first.shape[0]))
-            vs = out.add_stream("libx264", rate=fps)
-            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            vs.options = {"preset": preset, "crf": "26"}
+            vs = out.add_stream(codec.name, rate=fps)
+            vs.width, vs.height, vs.pix_fmt = w, h, codec.pix_fmt
+            vs.options = dict(codec.options)
+            if codec.bit_rate:
+                vs.bit_rate = codec.bit_rate
             vs.codec_context.thread_count = 1
         as_ = None
         if audio is not None:
@@ -113,7 +119,8 @@ def write_mp4(path: Path, frames: list[np.ndarray | av.VideoFrame], fps: int,
 
 
 def write_clip(paths: Paths, clip: ClipMedia, *, clip_seconds: int, sample_rate: int,
-               video_fps: int, jpeg_quality: int, preset: str = "veryfast") -> Manifest:
+               video_fps: int, jpeg_quality: int, preset: str = "veryfast",
+               codec: VideoCodec | None = None) -> Manifest:
     """Write every file of a clip, then its manifest. Returns the manifest written."""
     rel = lambda p: str(p.relative_to(paths.data))  # noqa: E731
     flags = list(clip.flags)
@@ -123,7 +130,8 @@ def write_clip(paths: Paths, clip: ClipMedia, *, clip_seconds: int, sample_rate:
     if clip.video or clip.audio is not None:
         folders[0].mkdir(parents=True, exist_ok=True)
         mp4 = paths.clip_video(clip.date, clip.cid)
-        write_mp4(mp4, clip.video, video_fps, clip.audio, sample_rate, clip.duration, preset)
+        write_mp4(mp4, clip.video, video_fps, clip.audio, sample_rate, clip.duration, preset,
+                  codec)
         video_rel = rel(mp4)
     if clip.stills:
         fdir = paths.frames_dir(clip.date)

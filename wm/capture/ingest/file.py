@@ -119,6 +119,8 @@ class _FileIngest:
             self._emit_ready()
 
     def _frames(self, stream, packet) -> None:
+        if packet is not None and stream is self.found.video:
+            self.video.skip_unneeded(packet, self.t0)
         try:
             frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
         except av.error.FFmpegError as e:

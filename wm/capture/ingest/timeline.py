@@ -31,6 +31,11 @@ def timeline_start(video_start: float | None, audio_start: float | None,
     return min(video_start, audio_start)
 
 
+def near_a_slot(t: float, rates: tuple[int, ...], window: float) -> bool:
+    """Whether timeline second t is within `window` of a slot (j / rate) of any rate."""
+    return any(abs(t - round(t * r) / r) <= window for r in rates)
+
+
 def fit_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
     """The largest even size within max_width x max_height with the source's aspect ratio;
     never larger than the source."""

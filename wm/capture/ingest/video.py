@@ -1,6 +1,7 @@
 """The picture side of one file's ingest: decoded frames go into the clip video's slots
 and the stills' slots by their timestamps; only the frames a slot keeps are scaled (by
-swscale, in C, staying in YUV)."""
+swscale, in C, staying in YUV), and a picture no slot can take that no other picture
+refers to is not decoded at all."""
 from __future__ import annotations
 
 import av
@@ -9,8 +10,12 @@ from av.video.reformatter import VideoReformatter
 
 from wm.base.manifest import Gap
 from wm.capture.ingest.probe import frame_rate
-from wm.capture.ingest.timeline import Slots, fill_nearest, fit_size
+from wm.capture.ingest.timeline import Slots, fill_nearest, fit_size, near_a_slot
 from wm.capture.segments import Segment, missing_spans, slot_times
+
+# A picture further than this many source frame periods from every slot is no slot's
+# nearest: half a period, with room for the jitter of variable-rate phone recordings.
+SLOT_WINDOW = 0.75
 
 
 class VideoPart:
@@ -35,6 +40,22 @@ class VideoPart:
         self._scaler = VideoReformatter()
         self._to_bgr = VideoReformatter()
         self._previous: set[int] = set()   # ids of the frames in the clip cut last
+        self._codec = stream.codec_context
+        self._window = SLOT_WINDOW * self.period
+        self._rates = (cap.video_fps, cap.frame_rate)
+
+    def skip_unneeded(self, packet, t0: float | None) -> None:
+        """Before `packet` is decoded: a picture no slot will take and no later picture
+        refers to (a non-reference B-frame: half of them in a typical x264 file) is not
+        decoded at all. Reference pictures always are, and so is every picture until
+        timeline zero is known."""
+        mode = "DEFAULT"
+        if t0 is not None and packet.pts is not None and packet.time_base is not None:
+            t = float(packet.pts * packet.time_base) - t0
+            if not near_a_slot(t, self._rates, self._window):
+                mode = "NONREF"
+        if self._codec.skip_frame != mode:   # frame threads copy it at each packet
+            self._codec.skip_frame = mode
 
     def place(self, frame, t0: float) -> None:
         t = frame.time
