@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -52,6 +53,16 @@ def test_run_status_second_instance_reload_and_stop(make_rig):
     human = rig.wm("status")
     assert human.returncode == 0 and f"running (pid {d.pid}" in human.stdout
 
+    # Beside the recorder, the query service answers `wm query` on a private socket (here:
+    # nothing is committed yet, and it says so as the command itself would).
+    sock = rig.home / "state" / "query.sock"
+    wait_for(sock.is_socket, 60, "the query service's socket")
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    asked = rig.wm("query", "--clip", "20250115T090000Z")
+    assert (asked.returncode, asked.stderr) == (
+        3, "wm: the memory is empty: no clip has been committed yet (wm sleep --now)\n")
+    assert [e for e in rig.file_events() if e["event"] == "query_answered"]
+
     # A second `wm run` (the real command) names the holder and gives up at once.
     t0 = time.monotonic()
     second = subprocess.run([sys.executable, "-m", "wm", "run"], capture_output=True, text=True,
@@ -85,6 +96,7 @@ def test_run_status_second_instance_reload_and_stop(make_rig):
     assert d.wait(15) == 0
     assert time.monotonic() - t0 < 5
     assert rig.standin("sigint") and rig.standin("exit")[-1]["result"] == "interrupted"
+    assert not sock.exists(), "the query service stopped with the daemon"
     rc, st = rig.status()
     assert rc == 3 and not st["running"] and st["pid"] is None
     assert st["last_sleep"]["result"] == "interrupted"

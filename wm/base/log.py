@@ -15,20 +15,80 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import structlog
+from typing import Any
 
 # Records of this logger go to the file only: the traceback of an unexpected error is
 # kept for the curious, while the terminal gets one line (wm.cli prints it).
 CRASH_LOGGER = "wm.crash"
 
-_SHARED = [
-    structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
-    structlog.stdlib.add_logger_name,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
-]
+# structlog (and the rich it imports for tracebacks) is imported at the first record
+# that is written, not at start-up: it cost 0.15-0.3 s of every command, and a command
+# such as `wm query` logs nothing at its level. _configured: setup() has run, so the
+# stdlib logger's level decides what is written, as it does after structlog's processors;
+# _applied: structlog.configure has been called since.
+_configured = False
+_applied = False
+_FILE, _CONSOLE = "file", "console"
+
+
+def _structlog():
+    import structlog
+
+    return structlog
+
+
+def _shared() -> list:
+    structlog = _structlog()
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def _formatter(kind: str) -> logging.Formatter:
+    """The structlog formatter of the log file (JSON lines) or of the console."""
+    structlog = _structlog()
+    if kind == _FILE:
+        last = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    else:
+        last = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last])
+
+
+class _LazyFormatter(logging.Formatter):
+    """_formatter(kind), built when the first record is formatted."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.real: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.real is None:
+            self.real = _formatter(self.kind)
+            _configure()
+        return self.real.format(record)
+
+
+def _configure() -> None:
+    """structlog's own configuration: records go through the stdlib logging setup() made."""
+    global _applied
+    if _applied:
+        return
+    structlog = _structlog()
+    structlog.configure(
+        processors=[*_shared(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    _applied = True
 
 
 def setup(
@@ -50,38 +110,19 @@ def setup(
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         fh = SharedFileHandler(log_file, max_bytes=max_bytes, backups=backups)
-        fh.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=_SHARED,
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.dict_tracebacks,
-                    structlog.processors.JSONRenderer(),
-                ],
-            )
-        )
+        fh.setFormatter(_LazyFormatter(_FILE))
         root.addHandler(fh)
 
     ch = logging.StreamHandler(sys.stderr)
     ch.setLevel(numeric if console else max(numeric, logging.WARNING))
     ch.addFilter(lambda record: record.name != CRASH_LOGGER)
-    ch.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_SHARED,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-            ],
-        )
-    )
+    ch.setFormatter(_LazyFormatter(_CONSOLE))
     root.addHandler(ch)
 
-    structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
+    global _configured, _applied
+    _configured, _applied = True, False
+    if "structlog" in sys.modules:   # already in use: configure it now, as before
+        _configure()
 
 
 def rotate_files(path: Path, backups: int) -> None:
@@ -193,5 +234,42 @@ class SharedFileHandler(logging.Handler):
         super().close()
 
 
-def get(name: str = "wm") -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+           "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+class Logger:
+    """structlog's stdlib BoundLogger for a name (and bound context), made at its first
+    record at an enabled level: until then nothing imports structlog."""
+
+    def __init__(self, name: str, context: dict[str, Any] | None = None):
+        self.name, self.context = name, context or {}
+
+    def real(self) -> Any:
+        """structlog's lazy proxy: it takes the configuration in force at each record."""
+        if _configured:
+            _configure()
+        return _structlog().get_logger(self.name, **self.context)
+
+    def bind(self, **values: Any) -> "Logger":
+        return Logger(self.name, {**self.context, **values})
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):    # copy, pickle and the like: not structlog's
+            raise AttributeError(attr)
+        level = _LEVELS.get(attr)
+        if level is None or not _configured:
+            return getattr(self.real(), attr)
+        return self._at(attr, level)
+
+    def _at(self, method: str, level: int) -> Callable[..., Any]:
+        def write(*args: Any, **kwargs: Any) -> Any:
+            if logging.getLogger(self.name).isEnabledFor(level):
+                return getattr(self.real(), method)(*args, **kwargs)
+            return None
+        return write
+
+
+def get(name: str = "wm") -> Logger:
+    return Logger(name)

@@ -171,3 +171,9 @@ class Paths:
     @property
     def lock_file(self) -> Path:
         return self.state / "wm.lock"
+
+    @property
+    def query_socket(self) -> Path:
+        """The Unix socket on which the query service of `wm run` answers `wm query`
+        (0600 in the 0700 root: no TCP port, nobody else's)."""
+        return self.state / "query.sock"

@@ -34,6 +34,7 @@ from wm.daemon.faults import Faults, describe, guarded, supervised_thread
 from wm.daemon.maintenance import Maintenance, maintenance_command
 from wm.daemon.notify import Heartbeat, Notifier, watchdog_interval
 from wm.daemon.probes import Probes, SystemProbes
+from wm.daemon.query_service import QueryService, query_service_command
 from wm.daemon.raw_ingest import Ingest, ingest_command
 from wm.daemon.recorder_guard import RECORDER, RecorderGuard
 from wm.daemon.scheduler import Scheduler, sleep_command
@@ -67,6 +68,7 @@ class Injected:
     settle_seconds: float | None = None
     maintenance_command: Callable[[], list[str]] | None = None
     fault: Callable[[str], None] | None = None   # raises to fail a named part, for tests
+    query_command: Callable[[], list[str]] | None = None
 
 
 def _real_recorder(settings: Settings, paths: Paths):
@@ -145,6 +147,8 @@ class Daemon:
                                faults=self.faults, fault=self.inj.fault,
                                **({"settle_seconds": self.inj.settle_seconds}
                                   if self.inj.settle_seconds is not None else {}))
+        self.queries = QueryService(
+            s, self.inj.query_command or query_service_command(self.config_path))
         self.heartbeat = Heartbeat(self.notifier, self.watchdog_interval,
                                    stall_after=2 * s.capture.stall_seconds)
         supervised_thread("wm-disk", "disk usage", self._measure_disk, self.stop_requested,
@@ -152,6 +156,7 @@ class Daemon:
         try:
             self.watcher.start()         # clears stale .partial files: before capture starts
             self.capture.start(s)
+            guarded(self.faults, "query service", self.queries.start)   # after the recorder
             self.log.info("daemon_started", pid=os.getpid())
             self._loop()
         finally:
@@ -181,6 +186,7 @@ class Daemon:
                 self._look()
                 next_tick = now + self.settings.daemon.check_seconds
             guarded(self.faults, RECORDER, self.capture.watch, self.settings)
+            guarded(self.faults, "query service", self.queries.watch)
             health = self.capture.health()
             if not self.ready and (health.last_progress is not None or health.paused or health.disk_low):
                 self.ready = True
@@ -218,6 +224,7 @@ class Daemon:
         self.watcher.stop()             # after the recorder: its last clip is queued
         self.scheduler.stop()
         self.maintenance.stop()
+        self._last_try("query service", self.queries.stop)
         self._last_try("status", lambda: self._publish(self.capture.health()))
         if self.queue is not None:
             self.queue.close()
@@ -248,6 +255,7 @@ class Daemon:
         self.settings = new
         self.scheduler.update(new)
         self.maintenance.update(new)
+        self.queries.update(new)
         if hasattr(self.probes, "update"):
             self.probes.update(new)
         self.heartbeat.stall_after = 2 * new.capture.stall_seconds

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchaudio
 
 from wm.base.config import CpcSettings
 
@@ -26,6 +25,9 @@ LOG_MEL_MEAN, LOG_MEL_STD = -3.0, 4.0
 class LogMel(nn.Module):
     def __init__(self, sample_rate: int, n_mels: int, hop_ms: int):
         super().__init__()
+        # Imported here: a query by picture, which never builds this, does not pay for it.
+        import torchaudio
+
         # center=False: a frame covers only samples up to its end, so the context never
         # hears ahead of the frame it stands on.
         self.mel = torchaudio.transforms.MelSpectrogram(

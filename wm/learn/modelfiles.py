@@ -66,13 +66,16 @@ def verify_file(path: Path, sha256: str | None) -> None:
                              lasting=True)
 
 
-def load_checkpoint(path, device: torch.device, sha256: str | None = None) -> dict:
+def load_checkpoint(path, device: torch.device, sha256: str | None = None,
+                    mmap: bool = False) -> dict:
     """A checkpoint's contents; with `sha256`, only if the file still has that checksum
-    (a flipped bit in a tensor would otherwise load silently)."""
+    (a flipped bit in a tensor would otherwise load silently). mmap=True: the tensors are
+    the file's pages mapped copy-on-write, read as they are used, not copied out of the
+    whole file first (a query uses half the tensors; 0.1-0.2 s less per load)."""
     path = Path(path)
     verify_file(path, sha256)
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise ModelFileError(path, MISSING, "", lasting=True) from None
     except OSError as e:
@@ -82,10 +85,12 @@ def load_checkpoint(path, device: torch.device, sha256: str | None = None) -> di
         raise ModelFileError(path, UNREADABLE, first_line, lasting=True) from None
 
 
-def load_version(paths: Paths, v: ModelVersion, device: torch.device) -> dict:
-    """A version's checkpoint; a file that failed for good marks the version broken."""
+def load_version(paths: Paths, v: ModelVersion, device: torch.device,
+                 mmap: bool = False) -> dict:
+    """A version's checkpoint (mmap: as load_checkpoint); a file that failed for good marks
+    the version broken."""
     try:
-        return load_checkpoint(paths.root / v.checkpoint, device, v.sha256)
+        return load_checkpoint(paths.root / v.checkpoint, device, v.sha256, mmap)
     except ModelFileError as e:
         _log.warning("model_file_failed", version=v.version, file=v.checkpoint, problem=e.problem,
                      detail=e.detail, marked_broken=e.lasting)

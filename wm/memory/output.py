@@ -1,16 +1,13 @@
-"""Showing an answer: the table, the JSON object, the contact sheet, and the best clip
-opened in the system's player. Each result points at its clip's video while the media
-exists, and at its thumbnail once retention has deleted it."""
+"""Showing an answer: the table, the JSON object and the contact sheet (the best clip is
+opened in the player by wm.memory.query_wire, in the process the user ran). Each result
+points at its clip's video while the media exists, and at its thumbnail once retention
+has deleted it."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wm.base.errors import WmError
 from wm.base.paths import Paths
 from wm.memory import sheet
 from wm.memory.clips import ClipRecord
@@ -86,11 +83,3 @@ def write_sheet(paths: Paths, ans: Answer, target: Path) -> None:
                            f"v {g.version}{gone}"]))
     sheet.write_image(target, sheet.contact_sheet(cells))
 
-
-def open_in_player(path: Path) -> None:
-    opener = "open" if sys.platform == "darwin" else "xdg-open"
-    exe = shutil.which(opener)
-    if exe is None:
-        raise WmError(f"cannot open {path}: '{opener}' was not found")
-    subprocess.Popen([exe, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)

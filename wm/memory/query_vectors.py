@@ -3,6 +3,8 @@ comparable, so a picture or sound is embedded by each version's own encoders, a 
 brings its own vector of that version, and a word the mean of its examples'."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from wm.base.config import Settings
@@ -22,13 +24,21 @@ class VersionSkipped(Exception):
         self.reason = reason
 
 
-def default_encoders(settings: Settings, paths: Paths, version: str):
+def default_encoders(settings: Settings, paths: Paths, version: str, need: str | None = None):
+    """`version`'s encoders; need="video" or "audio": only what a query by picture or by
+    sound uses (a query done in-process loads one half of the models, not all of them)."""
     if version == VERSION_0:     # no model to load: version 0 answers without torch
         return FixedEncoders(settings.capture.sample_rate)
     # Deferred: the learn component loads torch, which a query by clip or word may not need.
-    from wm.learn.encoders import load_encoders
+    from wm.learn.query_encoders import load_query_encoders
 
-    return load_encoders(settings, paths, version=version)
+    return load_query_encoders(settings, paths, version, need)
+
+
+def encoders_for(source: str):
+    """The default loader for a query of this source: a picture needs only the vision half."""
+    need = {"image": "video", "audio": "audio"}.get(source)
+    return partial(default_encoders, need=need)
 
 
 class QueryVectors:

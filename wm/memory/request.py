@@ -1,6 +1,9 @@
 """What `wm query` was asked: the request, what it compares with what, the times and days
 it names, and the picture or sound it brings (checked before any search, so bad input
-fails first; decoded only once the memory is known to hold something to search)."""
+fails first; decoded only once the memory is known to hold something to search).
+
+Light on purpose: `wm query` builds its request here before it asks the query service,
+so NumPy, OpenCV and FFmpeg are imported only where a picture or sound is decoded."""
 from __future__ import annotations
 
 import os
@@ -9,14 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator
-
-import cv2
-import numpy as np
+from typing import TYPE_CHECKING, Iterator
 
 from wm.base.durations import parse_duration
 from wm.base.errors import WmError
 from wm.memory.picture import MAX_PIXELS, claimed_size, too_large
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SAMPLE_RATE = 16000
 SOURCES = ("image", "audio", "clip", "at", "text")
@@ -146,6 +149,8 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 
 def read_image(path: Path) -> np.ndarray:
+    import cv2
+
     check_image(path)
     try:
         with _native_stderr_silenced():
@@ -166,6 +171,7 @@ def check_sound(path: Path) -> None:
 def read_audio(path: Path) -> np.ndarray:
     """Any audio file PyAV can decode, as 16 kHz mono int16."""
     import av  # loads FFmpeg: only a query by sound pays for it
+    import numpy as np
 
     check_sound(path)
     try:
