@@ -1,6 +1,8 @@
 """The levers that make a short night learn on real footage: causal CPC that keeps the
 level and draws negatives from other clips, multi-positive alignment, held-out visits,
 the version's own normalisation, and the promotion verdict."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from wm.learn.embeddings import Embedder
 from wm.learn.encoders import Encoders, models_from_checkpoint
 from wm.learn.holdout import hold_out_blocks, time_blocks
 from wm.learn.jepa import variance_covariance
-from wm.learn.judge import Retrieval, _nearest_hits, judge
+from wm.learn.judge import Retrieval, judge, top_chance, top_hits
 from wm.learn.models import ModelConfig, build_models
 
 
@@ -98,12 +100,26 @@ def test_the_version_mean_is_applied_and_saved(tmp_path):
     assert np.allclose(plain.embed_clips(stills, audio).video, raw.video, atol=1e-5)
 
 
-def test_nearest_hits_count_the_same_visit():
+def test_top_hits_count_the_same_visit_among_the_answers():
     blocks = np.array([0, 0, 1, 1])
     q = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], float)
-    assert _nearest_hits(q, q, blocks) == 1.0
-    assert _nearest_hits(q, q[::-1].copy(), blocks) == 0.0
-    assert _nearest_hits(q, np.full((4, 2), np.nan), blocks) is None
+    assert top_hits(q, q, blocks, k=1) == 1.0
+    assert top_hits(q, q[::-1].copy(), blocks, k=1) == 0.0
+    assert top_hits(q, np.full((4, 2), np.nan), blocks) is None
+    # Three visits of two clips; each query's visit-mate is its second answer.
+    blocks = np.array([0, 0, 1, 1, 2, 2])
+    x = np.array([[1, 0, 0], [0, 1, 0.5], [0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0.5]], float)
+    assert top_hits(x, x, blocks, k=1) < 1.0 and top_hits(x, x, blocks, k=5) == 1.0
+
+
+def test_top_chance_is_what_random_answers_get():
+    blocks = np.arange(18) // 3                     # 6 visits of 3 clips: 2 mates in 17
+    assert top_chance(blocks, k=1) == pytest.approx(2 / 17)
+    assert top_chance(blocks, k=5) == pytest.approx(1 - math.comb(15, 5) / math.comb(17, 5))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(18, 8))
+    draws = [top_hits(x, rng.normal(size=(18, 8)), blocks, k=5) for _ in range(400)]
+    assert np.mean(draws) == pytest.approx(top_chance(blocks, k=5), abs=0.03)
 
 
 class _Named(Embedder):

@@ -249,7 +249,7 @@ class LearnSettings:
         0.01, "mean per-dimension std below this means collapse", ge=0)
     promote_tolerance: Float = setting(
         0.05, "a night is promoted unless its held-out retrieval is worse than the version"
-        " in use by more than this (mean nearest-neighbour same-visit accuracy)", ge=0, le=1)
+        " in use by more than this (mean share of held-out queries with their own visit in the top 5)", ge=0, le=1)
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -230,7 +230,7 @@ def _retrieval_panel(ax, found: list[Retrieval]) -> None:
             labelled = True
     ax.set_xticks(range(len(metrics)), [_metric(m) for m in metrics], fontsize=8)
     ax.set_xlabel("recall@k: a clip's sound finds its own pictures in the top k\n"
-                  "a->b: the nearest b of an a is from the same visit", fontsize=8)
+                  "a->b: an a finds a b of its own visit in the top 5", fontsize=8)
     ax.legend(fontsize=8, loc="upper center", ncols=len(found) + 1)
 
 
