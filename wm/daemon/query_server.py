@@ -32,6 +32,7 @@ from wm.base import config, log
 from wm.base.config import Settings
 from wm.base.errors import WmError
 from wm.base.paths import PRIVATE_UMASK, Paths
+from wm.base.signals import STOP_SIGNALS, StopFlag
 from wm.learn.versions import usable_promoted
 from wm.memory.query import compose
 from wm.memory.query_client import unix_address
@@ -209,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wm.daemon.query_server")
     parser.add_argument("--config", default=None)
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopFlag()
+    for sig in STOP_SIGNALS:      # the service's own process: its handlers for good
+        signal.signal(sig, stop.set)
     try:
         settings = config.load(args.config)
         paths = Paths.from_settings(settings)
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         server.encoders.warm(settings, paths)
-        server.serve(stop)
+        server.serve(stop.event)
     except Exception as e:   # the supervisor restarts the service; the traceback goes to the log
         log.get(log.CRASH_LOGGER).error("query_service_failed", error=repr(e), exc_info=True)
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
