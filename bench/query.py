@@ -62,6 +62,19 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def day_of_clips(day_i: int, m: int) -> tuple[str, list[Clip]]:
+    """The day `day_i` days after 2024-01-01 and m clip records 3 s apart from its start
+    (no media: the benches add only their vectors)."""
+    day = (date(2024, 1, 1) + timedelta(days=day_i)).isoformat()
+    base = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    clips = []
+    for i in range(m):
+        t = base + timedelta(seconds=3 * i)
+        cid = t.strftime("%Y%m%dT%H%M%SZ")
+        clips.append(Clip(cid, day, t.isoformat(), 3.0, f"clips/{day}/{cid}.json", None, None, ()))
+    return day, clips
+
+
 def members(rng, centres, n) -> np.ndarray:
     c = centres[rng.integers(len(centres), size=n)]
     return unit(c + SPREAD * rng.normal(size=(n, DIM)).astype(np.float32) / np.sqrt(DIM))
@@ -78,18 +91,10 @@ def build(paths: Paths, n: int, rng, centres) -> tuple[np.ndarray | None, float]
     keep = n <= KEEP_IN_RAM
     held = []
     t0 = time.perf_counter()
-    first = date(2024, 1, 1)
     with Store(paths) as store:
         for day_i, start in enumerate(range(0, n, PER_DAY)):
             m = min(PER_DAY, n - start)
-            day = (first + timedelta(days=day_i)).isoformat()
-            base = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
-            clips = []
-            for i in range(m):
-                t = base + timedelta(seconds=3 * i)
-                cid = t.strftime("%Y%m%dT%H%M%SZ")
-                clips.append(Clip(cid, day, t.isoformat(), 3.0, f"clips/{day}/{cid}.json",
-                                  None, None, ()))
+            day, clips = day_of_clips(day_i, m)
             x = members(rng, centres, m)
             nan = np.full((m, 1), np.nan, np.float32)
             store.add("bench", clips, ClipEmbeddings(x, nan, nan, nan, shared=nan))

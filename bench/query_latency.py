@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +100,10 @@ def build_small(home: Path) -> None:
 def grow(home: Path, n: int) -> None:
     """Synthetic clips up to n in all, with video and audio vectors of VERSION, then the
     version's IVF indexes."""
-    from bench.query import members, unit
+    from bench.query import day_of_clips, members, unit
 
     from wm.learn.embeddings import ClipEmbeddings
     from wm.memory import ann
-    from wm.memory.clips import Clip
     from wm.memory.store import Store
 
     settings, paths = config.load(None), Paths(home)
@@ -113,17 +111,9 @@ def grow(home: Path, n: int) -> None:
     centres = unit(rng.normal(size=(2000, 256)).astype(np.float32))
     t0 = time.perf_counter()
     with Store(paths) as store:
-        first = date(2024, 1, 1)
         for day_i, start in enumerate(range(SMALL, n, PER_DAY)):
             m = min(PER_DAY, n - start)
-            day = (first + timedelta(days=day_i)).isoformat()
-            base = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
-            clips = []
-            for i in range(m):
-                t = base + timedelta(seconds=3 * i)
-                cid = t.strftime("%Y%m%dT%H%M%SZ")
-                clips.append(Clip(cid, day, t.isoformat(), 3.0, f"clips/{day}/{cid}.json",
-                                  None, None, ()))
+            _day, clips = day_of_clips(day_i, m)
             nan = np.full((m, 128), np.nan, np.float32)
             store.add(VERSION, clips, ClipEmbeddings(members(rng, centres, m),
                                                      members(rng, centres, m), nan, nan,
