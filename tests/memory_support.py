@@ -22,6 +22,14 @@ from wm.memory.shards import KINDS
 from wm.memory.store import Store
 
 SHARED_DIM = 3
+# Real models at toy sizes: the commit and query paths with their true arithmetic, in seconds.
+SMALL_MODELS = {
+    "learn": {"device": "cpu",
+              "jepa": {"image_size": 64, "patch_size": 16, "depth": 1, "heads": 2, "width": 32,
+                       "predictor_depth": 1, "predictor_width": 16},
+              "cpc": {"hidden": 32, "n_mels": 32},
+              "align": {"dim": 16}},
+}
 
 
 def video_features(stills: list[np.ndarray]) -> np.ndarray:

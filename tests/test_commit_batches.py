@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from memory_support import (
+    SMALL_MODELS,
     check_consistent,
     enqueue,
     make_memory_day,
@@ -25,13 +26,6 @@ from wm.memory.commit import commit_queued
 from wm.memory.store import Store
 
 DATE = "2025-01-15"
-SMALL = {
-    "learn": {"device": "cpu",
-              "jepa": {"image_size": 64, "patch_size": 16, "depth": 1, "heads": 2, "width": 32,
-                       "predictor_depth": 1, "predictor_width": 16},
-              "cpc": {"hidden": 32, "n_mels": 32},
-              "align": {"dim": 16}},
-}
 KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
 
 
@@ -59,7 +53,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def test_same_vectors_whatever_the_batch_size_and_threads(tmp_path, threads):
-    settings, paths = settings_for_tests(**SMALL), Paths(tmp_path / "home")
+    settings, paths = settings_for_tests(**SMALL_MODELS), Paths(tmp_path / "home")
     clips = make_memory_day(paths, settings, DATE, n_clips=11, seed=2)
     enc = Encoders(build_models(ModelConfig.from_settings(settings), 0), "v1",
                    torch.device("cpu"))
@@ -98,7 +92,7 @@ def test_same_vectors_whatever_the_batch_size_and_threads(tmp_path, threads):
 
 
 def test_prepared_stills_embed_as_the_originals():
-    settings = settings_for_tests(**SMALL)
+    settings = settings_for_tests(**SMALL_MODELS)
     enc = Encoders(build_models(ModelConfig.from_settings(settings), 0), "v1",
                    torch.device("cpu"))
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@ saved as a promoted version's checkpoint, loaded by load_encoders for both commi
 query (nothing injected). Checks the seams: dimensions, versions, every query form runs."""
 import json
 
-from memory_support import check_consistent, make_memory_day, settings_for_tests
+from memory_support import SMALL_MODELS, check_consistent, make_memory_day, settings_for_tests
 
 from wm.base.paths import Paths
 from wm.learn.encoders import load_encoders
@@ -16,17 +16,10 @@ from wm.memory.query import QueryRequest, run_query
 from wm.memory.store import Store
 
 DATE = "2025-01-15"
-SMALL = {
-    "learn": {"device": "cpu",
-              "jepa": {"image_size": 64, "patch_size": 16, "depth": 1, "heads": 2, "width": 32,
-                       "predictor_depth": 1, "predictor_width": 16},
-              "cpc": {"hidden": 32, "n_mels": 32},
-              "align": {"dim": 16}},
-}
 
 
 def test_commit_and_query_with_load_encoders(tmp_path, capsys):
-    settings, paths = settings_for_tests(**SMALL), Paths(tmp_path / "home")
+    settings, paths = settings_for_tests(**SMALL_MODELS), Paths(tmp_path / "home")
     clips = make_memory_day(paths, settings, DATE, n_clips=12, seed=4)
     models = build_models(ModelConfig.from_settings(settings), seed=0)
     ckpt = paths.daily_checkpoint_dir(DATE) / "model-test.pt"
