@@ -302,6 +302,15 @@ def test_finish_cuts_a_short_final_clip_padded_to_full_length():
     assert not seg.anchored
 
 
+def test_a_stop_just_past_an_already_cut_clip_writes_nothing_and_says_so():
+    seg = make()
+    cuts = Feed(seg).run(6.05)                  # blocks end at 6.0 s: clip 1 is cut whole
+    assert [c.duration for c in cuts] == [3.0, 3.0] and seg.tail_dropped is None
+    assert seg.finish(106.03, [FINAL]) == []
+    assert seg.tail_dropped == pytest.approx(0.0, abs=0.01)
+    assert FINAL not in cuts[-1].flags          # already handed to the writer, left alone
+
+
 def test_pause_leaves_a_paused_gap_and_a_fresh_timeline_after():
     seg = make()
     feed = Feed(seg)

@@ -27,6 +27,7 @@ from wm.learn.data import (
     Unreadable,
     clip_audio,
     draw_readable,
+    read_clip_audio,
 )
 from wm.learn.encoders import load_encoders
 from wm.learn.fixed import VERSION_0
@@ -111,6 +112,33 @@ def test_a_night_whose_newest_model_is_gone_still_trains_commits_and_cleans_up(t
     assert out.stages["commit"].startswith("12 committed") and "version 2025-01-14.1" in out.stages["commit"]
     assert "retention" in out.stages
     assert MISSING in version(paths, "2025-01-15.1").broken
+
+
+def test_a_model_from_before_z_pooling_starts_a_night_whose_version_pools_z(tmp_path):
+    # The newest version was saved before `cpc.pool` existed (no such key: it pools c). Its
+    # weights start the night; the new version pools z, and its stored mean centres z.
+    settings = tiny_settings(**SHORT)
+    paths = Paths(tmp_path)
+    models = build_models(ModelConfig.from_settings(settings), 1)
+    config = models.config.to_dict()
+    del config["cpc"]["pool"]
+    ckpt = paths.daily_checkpoint_dir("2025-01-14") / "model-2025-01-14.1.pt"
+    sha = atomic_save({"format": 1, "version": "2025-01-14.1", "config": config,
+                       "models": models.state_dict()}, ckpt)
+    record_version(paths, "2025-01-14.1", "2025-01-14", str(ckpt.relative_to(paths.root)), True, sha)
+    clips = queue_day(settings, paths, DAY, 12, seed=3)
+
+    out = sleep_cycle(settings, paths, None, None, lambda: False)
+    assert out.result == "completed" and out.version == f"{DAY}.1"
+    state = load_checkpoint(paths.daily_checkpoint_dir(DAY) / "state.pt", torch.device("cpu"))
+    assert state["started_from"] == "2025-01-14.1"
+    assert load_encoders(settings, paths, version="2025-01-14.1").models.config.cpc.pool == "c"
+    new = load_encoders(settings, paths, version=f"{DAY}.1")
+    assert new.models.config.cpc.pool == "z"
+    sounds = [read_clip_audio(paths.data / c.manifest.audio) for c in clips]
+    audio = new.embed_clips([[] for _ in sounds], sounds).audio
+    spread = np.linalg.norm(audio, axis=1).mean()
+    assert np.linalg.norm(audio.mean(0)) < 0.05 * spread      # centred on the day it learned
 
 
 def test_a_night_with_only_broken_models_starts_from_scratch_and_commits_version_0(tmp_path):

@@ -100,6 +100,23 @@ def test_the_version_mean_is_applied_and_saved(tmp_path):
     assert np.allclose(plain.embed_clips(stills, audio).video, raw.video, atol=1e-5)
 
 
+def test_a_sound_is_embedded_by_its_frames_z_and_an_older_model_keeps_its_context_c():
+    s = tiny_settings()
+    models = build_models(ModelConfig.from_settings(s), 0).eval()
+    assert s.learn.cpc.pool == "z"
+    wave = torch.randn(2, 16000) * 0.1
+    z, c = models.cpc.features(wave)
+    assert torch.allclose(models.cpc.embed(wave), z.mean(1), atol=1e-6)
+    # A model file from before the setting (no "pool" in its config) is read as it was made.
+    ckpt = {"config": models.config.to_dict(), "models": models.state_dict()}
+    del ckpt["config"]["cpc"]["pool"]
+    old = models_from_checkpoint(ckpt).eval()
+    assert old.config.cpc.pool == "c"
+    assert torch.allclose(old.cpc.embed(wave), c.mean(1), atol=1e-6)
+    assert not torch.allclose(z.mean(1), c.mean(1), atol=1e-3)
+    assert old.config.same_architecture(models.config)    # its weights still start a night
+
+
 def test_top_hits_count_the_same_visit_among_the_answers():
     blocks = np.array([0, 0, 1, 1])
     q = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], float)

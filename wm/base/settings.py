@@ -202,6 +202,10 @@ class CpcSettings:
         " in a place must then be encoded to win)", ge=0, le=1)
     negative_exclusion: Int = setting(
         10, "frames around the positive that are never negatives", ge=0)
+    # z: measured to tell places apart better on real footage (BENCHMARKS.md, "pool z").
+    pool: Literal["z", "c"] = setting(
+        "z", "what a clip's audio embedding averages: z = the convolutional encoder's frames,"
+        " c = the GRU context (a model saved without this setting pools c)")
     steps: Int = setting(4000, "most optimizer steps a night", gt=0)
     lr: Float = setting(0.0001, LR, gt=0)
 

@@ -231,7 +231,11 @@ class Recorder:
             self.sources.stop()
             self._handle(0)
             if not self.paused:
-                self._emit(self.seg.finish(self.sources.end_time(), [FINAL]))
+                cuts = self.seg.finish(self.sources.end_time(), [FINAL])
+                if self.seg.tail_dropped is not None:
+                    self.log.info("recording_ended_on_boundary",
+                                  tail_dropped_s=round(self.seg.tail_dropped, 3))
+                self._emit(cuts)
         except Exception as e:
             self.log.error("segmenter_failed", error=repr(e), exc_info=True)
             self.sources.stop()

@@ -114,6 +114,9 @@ class Segmenter:
         self.frames: list[Frame] = []    # on the timeline (t in its seconds), sorted
         self.pending: list[Frame] = []   # before anchoring, in source time
         self.window = MinWindow(DRIFT_WINDOW)
+        # Set by finish() when the recording ended just past a clip that had already been
+        # cut: the seconds after it, too short to be a clip and not written.
+        self.tail_dropped: float | None = None
 
     # -- input -----------------------------------------------------------------------
 
@@ -218,6 +221,7 @@ class Segmenter:
         """Cut everything up to now, the clip in flight as a short one carrying `flags`
         (its missing remainder a gap with `tail_reason`, if given), and end the timeline."""
         cuts = self.poll(now)
+        dropped = None
         if self.anchored:
             start = self.clip * self.clip_seconds
             if self.audio_n is not None and self.audio_up:
@@ -239,7 +243,12 @@ class Segmenter:
                     cuts.append(cut)
             elif cuts:  # the recording ended on a clip boundary
                 cuts[-1].flags.extend(f for f in flags if f not in cuts[-1].flags)
+            elif self.clip > 0:
+                # The clip before the boundary is already on its way to disk, whole and
+                # without `flags`; the few samples after it are too short to be a clip.
+                dropped = max(duration, 0.0)
         self.reset()
+        self.tail_dropped = dropped
         return cuts
 
     # -- internals -------------------------------------------------------------------

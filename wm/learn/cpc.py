@@ -2,7 +2,9 @@
 from c_t a linear head per step k predicts z_{t+k}, scored by InfoNCE against negatives
 drawn from the same clip, away from the positive (silence and steady sounds make the
 frames right next to it near-duplicates), and from the other clips of the batch. A clip's
-audio embedding is c_t averaged."""
+audio embedding is z_t averaged (settings `pool`: c_t in models saved before it existed):
+the context is shaped to predict the next 120 ms, the frames under it keep more of what
+the place sounds like, and tell places apart better on real footage."""
 from __future__ import annotations
 
 import numpy as np
@@ -88,6 +90,7 @@ class Cpc(nn.Module):
         super().__init__()
         self.steps, self.negatives, self.exclusion = s.prediction_steps, s.negatives, s.negative_exclusion
         self.other_share = s.other_clip_negatives
+        self.pool = s.pool
         self.sample_rate = sample_rate
         self.mel = LogMel(sample_rate, s.n_mels, s.hop_ms)
         self.encoder = ConvEncoder(s.n_mels, s.hidden)
@@ -131,7 +134,9 @@ class Cpc(nn.Module):
 
     @torch.no_grad()
     def embed(self, wave: torch.Tensor) -> torch.Tensor:
-        """Pooled context, (B, hidden)."""
+        """The clip's frames z (or context c, as the model was saved) averaged, (B, hidden)."""
+        if self.pool == "z":
+            return self.encoder(self.mel(wave)).mean(1)     # the GRU is not needed
         return self.features(wave)[1].mean(1)
 
 

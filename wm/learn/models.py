@@ -39,7 +39,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        return cls(JepaSettings(**d["jepa"]), CpcSettings(**d["cpc"]), AlignSettings(**d["align"]),
+        # A model saved before `cpc.pool` existed embeds a sound by its context c: its
+        # stored mean, its alignment heads and its committed memories were all made so.
+        cpc = {"pool": "c", **d["cpc"]}
+        return cls(JepaSettings(**d["jepa"]), CpcSettings(**cpc), AlignSettings(**d["align"]),
                    d["sample_rate"], d["clip_samples"])
 
     def same_architecture(self, other: "ModelConfig") -> bool:

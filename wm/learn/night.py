@@ -18,7 +18,7 @@ from wm.base import log
 from wm.base.config import Settings
 from wm.base.paths import Paths
 from wm.learn.data import NightData, NoReadableClips
-from wm.learn.encoders import Encoders, load_encoders, models_from_checkpoint
+from wm.learn.encoders import Encoders, load_encoders
 from wm.learn.evaluate import evaluate
 from wm.learn.fixed import FixedEncoders
 from wm.learn.judge import judge
@@ -69,7 +69,9 @@ class Night:
         ckpt = self._saved_state()
         if ckpt is not None:
             config = ModelConfig.from_dict(ckpt["config"])
-            if ckpt.get("format") != STATE_FORMAT or not config.same_architecture(self.config):
+            # A night half-done with another pooling may already hold that pooling's mean.
+            if (ckpt.get("format") != STATE_FORMAT or not config.same_architecture(self.config)
+                    or config.cpc.pool != self.config.cpc.pool):
                 _log.warning("checkpoint_incompatible", file=str(self.path))
             elif ckpt["version"] and self.data.newest_start <= ckpt["trained_until"]:
                 self._restore(ckpt)
@@ -82,8 +84,10 @@ class Night:
         if found is not None:
             v, ckpt = found
             if ModelConfig.from_dict(ckpt["config"]).same_architecture(self.config):
-                self.models = models_from_checkpoint(ckpt)
-                self.models.config = self.config
+                # Built from today's settings (a version pooling c starts a night pooling z:
+                # the weights carry over, the night recomputes the means and the heads).
+                self.models = Models(self.config)
+                self.models.load_weights(ckpt["models"])
                 self.started_from = v.version
                 return f"starting from version {v.version}"
             _log.warning("architecture_changed", version=v.version, note="training from scratch")
