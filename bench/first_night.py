@@ -1,12 +1,12 @@
 """The issue's first night, as a new user would have it: the real footage in
 ../shared/media/video ingested as one day, default settings, a 4-minute night, then
-every clip asked for by one of its stills and by its own sound through the real CLI.
+every clip asked for by its first still and by its own sound through the real CLI.
 
     .venv/bin/python bench/first_night.py                # budget 4 minutes
     .venv/bin/python bench/first_night.py --budget 1     # a night cut to a minute
 
 It prints what `wm sleep` and `wm status` said (which version the memory holds, and the
-verdict) and, for every clip: the rank of the clip itself when asked by a still of it
+verdict) and, for every clip: the rank of the clip itself when asked by its first still
 (`wm query --image`; it must be first) and by its own sound (`wm query --audio`; it must
 be among the top 5). Nothing here is a timed test: the figures go to BENCHMARKS.md."""
 from __future__ import annotations
