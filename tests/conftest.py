@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -80,19 +79,3 @@ def _close_log_handlers() -> None:
     for h in list(root.handlers):
         root.removeHandler(h)
         h.close()
-
-
-# Ctrl-C, hangup and quit as the suite started with. Something in a full run (C code, not
-# found yet: no single test file does it alone) leaves SIGHUP, SIGINT and SIGQUIT ignored
-# in this process, and an ignored signal is inherited through exec: `wm logs -f` started
-# by a later test then cannot be stopped with Ctrl-C (tests/test_logs.py timed out).
-_START_SIGNALS = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)}
-
-
-@pytest.fixture(autouse=True)
-def _signals_as_the_suite_started():
-    # Set every time: C code that ignores a signal does not tell Python's getsignal().
-    for s, handler in _START_SIGNALS.items():
-        if handler is not None:
-            signal.signal(s, handler)
-    yield
