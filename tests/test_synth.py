@@ -88,9 +88,11 @@ def test_write_recording_is_one_playable_mp4(tmp_path):
     with av.open(str(path)) as f:
         v, a = f.streams.video[0], f.streams.audio[0]
         frames = [fr.to_ndarray(format="bgr24") for fr in f.decode(v)]
+        # PyAV 18.1.1 refuses a stream's fields once its file is closed: read them inside.
+        rate, audio_seconds = a.sample_rate, float(a.duration * a.time_base)
     assert len(frames) == 70 and frames[0].shape == (120, 160, 3)
-    assert a.sample_rate == 48000
-    assert abs(float(a.duration * a.time_base) - 7.0) < 0.1
+    assert rate == 48000
+    assert abs(audio_seconds - 7.0) < 0.1
     # A view holds for a second, and a new one comes at the scene change at 3 s.
     d_held = np.abs(frames[21].astype(int) - frames[29].astype(int)).mean()
     d_change = np.abs(frames[29].astype(int) - frames[30].astype(int)).mean()

@@ -3,7 +3,6 @@ IO priority so the recorder never waits for them, told to stop with SIGINT, and 
 sent SIGINT by the kernel if the daemon dies, so none trains on unsupervised."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -11,34 +10,34 @@ import sys
 from pathlib import Path
 
 
+def detached_prefix(nice: int, death_signal: signal.Signals, idle_io: bool) -> list[str]:
+    """argv prefix that sets the child's priority and, on Linux, the signal the kernel
+    sends it when the daemon dies, with the platform's tools. Each tool execs the next,
+    so the pid stays the child's own.
 
-def low_priority_prefix() -> list[str]:
-    """argv prefix that puts the child in the idle IO class where the platform has a tool
-    for it (it execs the command, so the pid stays the child's own)."""
-    if sys.platform.startswith("linux") and shutil.which("ionice"):
-        return ["ionice", "-c3"]
-    if sys.platform == "darwin" and shutil.which("taskpolicy"):
-        return ["taskpolicy", "-b"]   # background: throttled CPU and IO
-    return []
-
-
-def _preexec() -> None:
-    os.nice(19)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
+    Not a preexec_fn: Python code run between fork and exec deadlocked when a garbage
+    collection there freed a PyAV frame converter whose worker threads were not forked
+    (PyAV 18.1.1 hung the daemon's loop for good)."""
+    prefix = ["nice", "-n", str(nice)] if shutil.which("nice") else []
+    if idle_io and sys.platform.startswith("linux") and shutil.which("ionice"):
+        prefix += ["ionice", "-c3"]
+    elif idle_io and sys.platform == "darwin" and shutil.which("taskpolicy"):
+        prefix += ["taskpolicy", "-b"]   # background: throttled CPU and IO
+    if sys.platform.startswith("linux") and shutil.which("setpriv"):
         # Tied to the forking thread (the daemon forks from long-lived ones). When the
         # whole daemon dies the child may get it more than once, once per thread it is
         # handed to on the way: `wm sleep` treats every SIGINT after the first as the same.
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
+        prefix += ["setpriv", f"--pdeathsig={death_signal.name}"]
+    return prefix
 
 
-def spawn(argv: list[str], **kw) -> subprocess.Popen:
-    """Start a low-priority child in its own session (a Ctrl-C at the terminal reaches the
-    daemon, which decides when the child stops)."""
-    return subprocess.Popen(low_priority_prefix() + argv, stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=_preexec, **kw)
+def spawn(argv: list[str], nice: int = 19, death_signal: signal.Signals = signal.SIGINT,
+          idle_io: bool = True, **kw) -> subprocess.Popen:
+    """Start a child in its own session (a Ctrl-C at the terminal reaches the daemon,
+    which decides when the child stops), by default at the lowest CPU and IO priority so
+    the recorder never waits for it."""
+    return subprocess.Popen(detached_prefix(nice, death_signal, idle_io) + argv,
+                            stdin=subprocess.DEVNULL, start_new_session=True, **kw)
 
 
 def stop_child(p: subprocess.Popen, sig: int, grace: float) -> bool:

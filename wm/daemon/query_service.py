@@ -11,7 +11,6 @@ process, still weighs ~9x more with the scheduler whenever both want a core.
 `daemon.query_service: false` turns it off; `wm query` then does every query itself."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import BinaryIO, Callable
 
 from wm.base import log
 from wm.base.config import Settings
-from wm.daemon.children import stop_child
+from wm.daemon.children import spawn, stop_child
 
 # After the service exits: wait this long before starting it again, doubling per exit in a
 # row up to the second figure; one that ran STABLE_SECONDS starts over from the first.
@@ -31,19 +30,10 @@ STOP_GRACE_SECONDS = 5.0
 NICE = 10
 
 
-def _preexec() -> None:
-    os.nice(NICE)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1     # a service whose daemon died (kill -9) goes with it
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-
 def spawn_service(argv: list[str], **kw) -> subprocess.Popen:
-    """Start the service in its own session (a Ctrl-C at the terminal reaches the daemon)."""
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=_preexec, **kw)
+    """Start the service at nice NICE in its own session (a Ctrl-C at the terminal
+    reaches the daemon); a service whose daemon died (kill -9) goes with it."""
+    return spawn(argv, nice=NICE, death_signal=signal.SIGTERM, idle_io=False, **kw)
 
 
 def query_service_command(config_path: str | None) -> Callable[[], list[str]]:
