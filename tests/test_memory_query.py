@@ -75,7 +75,7 @@ def test_commit_puts_every_clip_in_memory_and_marks_it_committed(day):
 @pytest.mark.parametrize("s", range(4))
 def test_image_finds_its_scene(day, capsys, s):
     out = ask(day, capsys, image=day[5] / f"scene{s}.jpg")
-    assert out["ranked_by"] == "video"
+    assert out["ranked_by"] == "still"
     assert right_scene(scenes_of(day, out), s)
     scores = [r["score"] for r in out["groups"][0]["results"]]
     assert scores == sorted(scores, reverse=True)

@@ -12,6 +12,15 @@ KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
 
 
 @dataclass
+class StillVectors:
+    """The vision encoder's vector of every still of a batch, float32 (m, D): `clip` is the
+    row of the clip each belongs to, `index` its place among that clip's stills."""
+    vectors: np.ndarray
+    clip: np.ndarray
+    index: np.ndarray
+
+
+@dataclass
 class ClipEmbeddings:
     """Every vector of a batch of clips, float32 (n, D) per kind; rows of NaN where a clip
     lacks that modality. video and audio are each encoder's own space; shared_* are
@@ -22,6 +31,7 @@ class ClipEmbeddings:
     shared_video: np.ndarray
     shared_audio: np.ndarray
     shared: np.ndarray | None = None
+    stills: StillVectors | None = None     # where the embedder was given stills
 
     def __post_init__(self) -> None:
         for kind in ("video", "audio", "shared_video", "shared_audio"):
@@ -64,11 +74,14 @@ class Embedder:
         n = len(stills)
         video = np.full((n, self.video_dim), np.nan, np.float32)
         flat = [s for clip in stills for s in clip]
+        per_still = None
         if flat:
-            per_still = self._video(flat)
+            vectors = np.asarray(self._video(flat), np.float32)
             owner = np.repeat(np.arange(n), [len(c) for c in stills])
+            per_still = StillVectors(vectors, owner,
+                                     np.concatenate([np.arange(len(c)) for c in stills]))
             sums = np.zeros((n, self.video_dim), np.float32)
-            np.add.at(sums, owner, per_still)
+            np.add.at(sums, owner, vectors)
             counts = np.bincount(owner, minlength=n)
             video[counts > 0] = sums[counts > 0] / counts[counts > 0, None]
         aud = np.full((n, self.audio_dim), np.nan, np.float32)
@@ -76,7 +89,7 @@ class Embedder:
         if have:
             aud[have] = self._audio([audio[i] for i in have])
         shared_video, shared_audio = self.shared(video, aud)
-        return ClipEmbeddings(video, aud, shared_video, shared_audio)
+        return ClipEmbeddings(video, aud, shared_video, shared_audio, stills=per_still)
 
     def embed_image(self, bgr: np.ndarray) -> ClipEmbeddings:
         return self.embed_clips([[bgr]], [None])

@@ -26,6 +26,7 @@ from wm.memory.request import (
     read_image,
 )
 from wm.memory.search import Hit, search
+from wm.memory.shards import STILL
 from wm.memory.store import Store
 
 NEAR_SECONDS = 300  # --at finds the clip covering the instant, or the nearest this close
@@ -142,7 +143,8 @@ def answer(settings: Settings, paths: Paths, req: QueryRequest, load_encoders=No
         _rank(settings, store, vectors, out, k, lo, hi, in_range)
         if not out.groups:
             why = "; ".join(f"version {v}: {r}" for v, r in out.skipped)
-            raise NothingFound(f"no memories with {target.replace('_', ' ')} vectors"
+            kind = "video" if target == STILL else target     # stills are its pictures
+            raise NothingFound(f"no memories with {kind.replace('_', ' ')} vectors"
                                f" {range_text(lo, hi)}" + (f" ({why})" if why else ""))
         return out
 

@@ -15,7 +15,8 @@ import numpy as np
 from wm.base.config import Settings
 from wm.memory import ann
 from wm.memory.retired import reap_retired, retire
-from wm.memory.shards import KINDS, write_shard
+from wm.memory.clips import clip_keys_of
+from wm.memory.shards import SHARD_KINDS, write_shard
 from wm.memory.store import Store
 
 
@@ -24,7 +25,7 @@ def maintain(settings: Settings, store: Store, should_stop: Callable[[], bool]) 
     skipped or cut short safely: queries scan unindexed shards exactly."""
     mem = settings.memory
     for v in store.versions():
-        for kind in KINDS:
+        for kind in SHARD_KINDS:
             if should_stop():
                 return
             ann.sync_index(store, v, kind, mem.ann_min_rows, mem.ann_nprobe, settings.learn.seed)
@@ -50,7 +51,7 @@ def compact(store: Store, version: str | None = None) -> int:
         vecs, keys = [], []
         for s in parts:
             x, k = store.load(s)
-            m = np.isin(k, live)
+            m = np.isin(clip_keys_of(k, kind), live)
             vecs.append(np.asarray(x)[m])
             keys.append(np.asarray(k)[m])
         allk = np.concatenate(keys)

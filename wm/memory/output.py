@@ -12,6 +12,7 @@ from wm.base.paths import Paths
 from wm.memory import sheet
 from wm.memory.clips import ClipRecord
 from wm.memory.search import Hit
+from wm.memory.shards import STILL
 
 if TYPE_CHECKING:
     from wm.memory.answer import Answer
@@ -50,6 +51,11 @@ def to_json(paths: Paths, ans: Answer) -> dict:
     }
 
 
+def space_name(kind: str) -> str:
+    """How a line of output names what the clips were ranked by."""
+    return "their nearest still" if kind == STILL else kind.replace("_", " ")
+
+
 def render(paths: Paths, ans: Answer) -> str:
     lines = []
     if ans.anchor is not None:
@@ -57,7 +63,7 @@ def render(paths: Paths, ans: Answer) -> str:
         what = "then" if ans.source == "at" else "like"
         lines.append(f"{what}: clip {ans.anchor.clip_id} at {local_time(ans.anchor.start)}"
                      f" {video or thumb or '(media deleted)'}")
-    space = ans.target.replace("_", " ")
+    space = space_name(ans.target)
     for g in ans.groups:
         lines.append(f"model version {g.version}: {len(g.hits)} best of {g.searched} clips by"
                      f" {space} ({g.method})")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 from wm.base.durations import parse_duration
 from wm.base.errors import WmError
 from wm.memory.picture import MAX_PIXELS, claimed_size, too_large
+from wm.memory.shards import STILL
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,11 +51,12 @@ class QueryRequest:
 
 
 # (what the query is, ranking modality) -> (kind of query vector, kind of stored vector).
-# A picture is compared with how clips look in the vision encoder's own space, and with how
-# they sound (or both) through the shared space; a sound likewise. A clip, a time or a word
-# is compared in whichever space is asked for, with its own vector of that kind.
+# A picture is compared with the clips' stills in the vision encoder's own space (a clip
+# scores as its nearest still), and with how clips sound (or both) through the shared
+# space; a sound likewise. A clip, a time or a word is compared in whichever space is asked
+# for, with its own vector of that kind.
 PLANS: dict[tuple[str, str], tuple[str, str]] = {
-    ("image", "video"): ("video", "video"),
+    ("image", "video"): ("video", STILL),
     ("image", "audio"): ("shared_video", "shared_audio"),
     ("image", "shared"): ("shared_video", "shared"),
     ("audio", "audio"): ("audio", "audio"),

@@ -3,16 +3,21 @@ shards, or the version's IVF index (wm/memory/ann.py) when the ranking spans mor
 settings.memory.ann_min_rows vectors; the index's short list is re-ranked against the
 shards' float32 rows, so scores are exact cosines either way. Shards newer than the index
 are always scanned exactly and merged in, so a fresh day is searchable before any index
-update."""
+update.
+
+Ranked by `still` (a picture against the clips' pictures), a clip scores as its nearest
+still. Clips committed before stills had vectors of their own are ranked by their `video`
+vectors (the mean of the stills) until a night re-embeds them: through the version's
+index when none of its days has stills, by exact scan for the days without."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from wm.memory import ann
-from wm.memory.clips import ClipRecord, date_key_range
-from wm.memory.shards import Shard
+from wm.memory.clips import MAX_STILLS, ClipRecord, clip_keys_of, date_key_range
+from wm.memory.shards import STILL, Shard
 from wm.memory.store import Store
 
 
@@ -32,7 +37,7 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
 
 def exact_search(store: Store, shards: list[Shard], q: np.ndarray,
                  k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k (keys, scores) over the live rows of `shards`."""
+    """Exact top-k (clip keys, scores) over the live rows of `shards`."""
     keys_out, scores_out = [], []
     for s in shards:
         x, keys = store.load(s)
@@ -45,7 +50,7 @@ def exact_search(store: Store, shards: list[Shard], q: np.ndarray,
             scores = np.where(mask, scores, -np.inf)
         top = topk(scores, k)
         top = top[np.isfinite(scores[top])]
-        keys_out.append(np.asarray(keys[top]))
+        keys_out.append(clip_keys_of(keys[top], s.kind))
         scores_out.append(scores[top])
     if not keys_out:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -66,7 +71,14 @@ def search(store: Store, version: str, kind: str, q: np.ndarray, k: int,
     q = np.asarray(q, np.float32)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
     shards = store.shards(version, kind, lo, hi)
+    if kind == STILL and not shards:      # a version from before stills had vectors
+        kind, shards = "video", store.shards(version, "video", lo, hi)
     want = k + len(exclude)
+    if kind == STILL:        # a clip may fill MAX_STILLS places of the list before dedup
+        want *= MAX_STILLS
+        have = {s.date for s in shards}
+        shards += [replace(s, indexed=False) for s in store.shards(version, "video", lo, hi)
+                   if s.date not in have]
     rec = store.index(version, kind)
     method = "exact"
     keys, scores = [], []
@@ -78,7 +90,7 @@ def search(store: Store, version: str, kind: str, q: np.ndarray, k: int,
         # keep a few more and drop them below.
         cand = ann.candidates(index, q, ann.short_list(want + 16), key_range, rec.nprobe)
         ak, asc = ann.rerank(store, [s for s in shards if s.indexed], q, cand, want + 16)
-        keys.append(ak)
+        keys.append(clip_keys_of(ak, kind))
         scores.append(asc)
         shards = [s for s in shards if not s.indexed]
         method = f"ivf(nprobe={rec.nprobe}, {len(cand)} re-ranked)"
@@ -88,6 +100,8 @@ def search(store: Store, version: str, kind: str, q: np.ndarray, k: int,
     keys_all = np.concatenate(keys)
     scores_all = np.concatenate(scores).astype(np.float32)
     order = np.argsort(-scores_all, kind="stable")
+    order = order[np.unique(keys_all[order], return_index=True)[1]]    # each clip's best
+    order = order[np.argsort(-scores_all[order], kind="stable")]
     hits: list[Hit] = []
     # Rows are looked up best first, a k at a time, until k are kept: on a large memory
     # each lookup can be a disk read of a B-tree page, and most candidates are never shown.

@@ -1,9 +1,9 @@
 """Vector shards and index files on disk, under paths.embeddings.
 
 A shard is one immutable pair of .npy files, `{version}/{date}/{kind}-{token}.npy`
-(float32, L2-normalised rows, sorted by key) and `....keys.npy` (int64 clip keys), for
-one model version, one local day and one kind of vector. Date and modality filters
-therefore choose files, and queries memory-map them."""
+(float32, L2-normalised rows, sorted by key) and `....keys.npy` (int64 clip keys; still
+keys for the `still` kind), for one model version, one local day and one kind of vector.
+Date and modality filters therefore choose files, and queries memory-map them."""
 from __future__ import annotations
 
 import os
@@ -20,6 +20,12 @@ from wm.base.atomic import fsync_dir, write_atomically
 # as seen and heard). Spelled out again rather than imported: importing the encoders loads
 # torch (seconds), which `wm label`, retention and most queries never need.
 KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
+# And one more, kept per still rather than per clip: each still's vector in the vision
+# encoder's space, so a picture finds the clip that holds it first even where the clip's
+# `video` vector (the mean of its stills) has moved away from it (a fade, a scene cut).
+# Its rows are keyed by wm.memory.clips.still_keys.
+STILL = "still"
+SHARD_KINDS = KINDS + (STILL,)
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,21 @@ import numpy as np
 from wm.base.paths import Paths
 from wm.base.queue import COMMITTED, open_queue_db, set_state
 from wm.memory import locks
-from wm.memory.clips import CLIP_COLS, Clip, ClipRecord, clip_key, record
+from wm.memory.clips import (
+    CLIP_COLS,
+    Clip,
+    ClipRecord,
+    clip_key,
+    clip_keys_of,
+    record,
+    still_keys,
+    still_places,
+)
 from wm.memory.schema import create_schema
 from wm.memory.shards import (
     KINDS,
     SHARD_COLS,
+    STILL,
     IndexRecord,
     Shard,
     normalise,
@@ -32,7 +42,7 @@ from wm.memory.shards import (
 )
 
 if TYPE_CHECKING:
-    from wm.learn.encoders import ClipEmbeddings
+    from wm.learn.embeddings import ClipEmbeddings, StillVectors
 
 # Versions this memory saw before the given one.
 _OLDER = ("SELECT version FROM memory_versions WHERE seq <"
@@ -223,7 +233,7 @@ class Store:
         """None when every row is live (the common case, costs nothing)."""
         if not shard.stale:
             return None
-        return np.isin(keys, self.live_keys(shard.version, shard.date))
+        return np.isin(clip_keys_of(keys, shard.kind), self.live_keys(shard.version, shard.date))
 
     def vector(self, clip: ClipRecord, version: str, kind: str) -> np.ndarray | None:
         """A clip's stored vector of one kind and version, if it has one."""
@@ -255,14 +265,16 @@ class Store:
             if not keep:
                 return []
             dates = np.asarray([clips[i].date for i in keep])
+            rows = [(kind, embeddings.of(kind)[np.asarray(keep)], keys, dates) for kind in KINDS]
+            if embeddings.stills is not None:
+                rows.append((STILL, *_still_rows(embeddings.stills, keep, keys, dates)))
             written = []
-            for kind in KINDS:
-                vecs = embeddings.of(kind)[np.asarray(keep)]
+            for kind, vecs, kind_keys, kind_dates in rows:
                 present = ~np.isnan(vecs).any(1)
-                for date in np.unique(dates[present]):
-                    sel = present & (dates == date)
+                for date in np.unique(kind_dates[present]):
+                    sel = present & (kind_dates == date)
                     written.append((str(date), kind, *write_shard(
-                        self.paths.embeddings, version, str(date), kind, keys[sel],
+                        self.paths.embeddings, version, str(date), kind, kind_keys[sel],
                         normalise(vecs[sel]))))
             if before_rows is not None:
                 before_rows()
@@ -311,3 +323,18 @@ class Store:
                                 " FROM memory_indexes WHERE version = ? AND kind = ?",
                                 (version, kind)).fetchone()
         return IndexRecord(*row) if row else None
+
+
+def _still_rows(stills: StillVectors, keep: list[int], keys: np.ndarray,
+                dates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors, still keys, dates) of the stills of the clips in `keep` (clip keep[j] has
+    key keys[j]), at most MAX_STILLS per clip, in the clip's order."""
+    vecs, out_keys, out_dates = [], [], []
+    for j, clip in enumerate(keep):
+        mine = np.flatnonzero(stills.clip == clip)
+        mine = mine[np.argsort(stills.index[mine], kind="stable")]
+        mine = mine[still_places(len(mine))]
+        vecs.append(stills.vectors[mine])
+        out_keys.append(still_keys(np.full(len(mine), keys[j]), np.arange(len(mine))))
+        out_dates.append(np.full(len(mine), dates[j]))
+    return np.concatenate(vecs), np.concatenate(out_keys), np.concatenate(out_dates)
