@@ -18,7 +18,7 @@ from wm.base.manifest import Manifest
 from wm.base.media import read_wav
 from wm.base.queue import Queue
 from wm.learn.encoders import ClipEmbeddings
-from wm.memory.shards import KINDS
+from wm.memory.shards import KINDS, clip_keys_of
 from wm.memory.store import Store
 
 SHARED_DIM = 3
@@ -146,7 +146,7 @@ def check_consistent(paths) -> dict:
             assert vec.shape == (s.rows, s.dim) and keys.shape == (s.rows,)
             assert np.all(np.diff(keys) > 0), "keys sorted, no duplicate rows in a shard"
             assert np.allclose(np.linalg.norm(vec, axis=1), 1, atol=1e-4)
-            assert set(map(int, keys)) <= set(clips)
+            assert set(map(int, clip_keys_of(keys, s.kind))) <= set(clips)
             keys_by_vk.setdefault((s.version, s.kind), []).extend(map(int, keys))
         for (v, kind), ks in keys_by_vk.items():
             assert len(ks) == len(set(ks)), f"clip stored twice in {v}/{kind}"

@@ -22,7 +22,9 @@ from wm.base.paths import Paths
 from wm.base.queue import QUEUED, Queue
 from wm.learn.encoders import Encoders
 from wm.learn.models import ModelConfig, build_models
+from wm.memory.clips import MAX_STILLS, STILL
 from wm.memory.commit import commit_queued
+from wm.memory.shards import clip_keys_of
 from wm.memory.store import Store
 
 DATE = "2025-01-15"
@@ -36,15 +38,16 @@ def threads():
     torch.set_num_threads(before)
 
 
-def committed(paths: Paths) -> dict[tuple[str, str], np.ndarray]:
-    """(kind, clip id) -> the stored (normalised) vector."""
+def committed(paths: Paths) -> dict[tuple[str, str, int], np.ndarray]:
+    """(kind, clip id, place of the still or 0) -> the stored (normalised) vector."""
     out = {}
     with Store(paths) as store:
         ids = dict(store.conn.execute("SELECT key, clip_id FROM memory_clips"))
         for s in store.all_shards():
             vec, keys = store.load(s)
-            for v, k in zip(vec, keys):
-                out[(s.kind, ids[int(k)])] = np.array(v)
+            for v, k, c in zip(vec, keys, clip_keys_of(keys, s.kind)):
+                place = int(k) % MAX_STILLS if s.kind == STILL else 0
+                out[(s.kind, ids[int(c)], place)] = np.array(v)
     return out
 
 
@@ -66,7 +69,7 @@ def test_same_vectors_whatever_the_batch_size_and_threads(tmp_path, threads):
     assert q.count(QUEUED) == 0
     q.close()
     small_batches = committed(paths)
-    assert len(small_batches) == 11 * len(KINDS)
+    assert len(small_batches) == 11 * len(KINDS) + sum(len(c.manifest.frames) for c in clips)
 
     # The same day again from an empty memory: one batch, two worker threads.
     shutil.rmtree(paths.root / "memory")
@@ -87,8 +90,11 @@ def test_same_vectors_whatever_the_batch_size_and_threads(tmp_path, threads):
     audio = [read_wav(paths.data / c.manifest.audio)[0] for c in clips]
     direct = enc.embed_clips(stills, audio)
     for kind in KINDS:
-        got = np.stack([one_batch[(kind, c.manifest.id)] for c in clips])
+        got = np.stack([one_batch[(kind, c.manifest.id, 0)] for c in clips])
         np.testing.assert_allclose(got, unit(direct.of(kind)), atol=1e-5, err_msg=kind)
+    got = np.stack([one_batch[(STILL, c.manifest.id, i)] for c in clips
+                    for i in range(len(c.manifest.frames))])
+    np.testing.assert_allclose(got, unit(direct.stills.vectors), atol=1e-5, err_msg=STILL)
 
 
 def test_prepared_stills_embed_as_the_originals():

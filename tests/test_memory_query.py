@@ -132,7 +132,7 @@ def test_table_output_names_rank_score_time_path_and_version(day, capsys):
     capsys.readouterr()
     assert run_query(settings, paths, QueryRequest(image=root / "scene1.jpg", topk=3), load) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("model version v1: 3 best of 48 clips by video")
+    assert out[0].startswith("model version v1: 3 best of 48 clips by their stills")
     assert out[1].split() == ["rank", "score", "time", "version", "clip"]
     rank, score, d, t, version, path = out[2].split()
     assert rank == "1" and 0 < float(score) <= 1 and d == DATE and version == "v1"
@@ -240,7 +240,7 @@ def test_empty_memory_says_so_and_creates_nothing(day, capsys, tmp_path):
 
 
 def test_plans_and_times_are_pure():
-    assert plan("image", None) == ("video", "video")
+    assert plan("image", None) == ("video", "still")
     assert plan("image", "audio") == ("shared_video", "shared_audio")
     assert plan("audio", "shared") == ("shared_audio", "shared")
     assert plan("text", None) == ("shared", "shared")

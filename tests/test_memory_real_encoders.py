@@ -31,7 +31,8 @@ def test_commit_and_query_with_load_encoders(tmp_path, capsys):
     assert check_consistent(paths)["clips"] == 12
     with Store(paths) as store:
         dims = {s.kind: s.dim for s in store.all_shards()}
-    assert dims == {"video": 32, "audio": 32, "shared_video": 16, "shared_audio": 16, "shared": 16}
+    assert dims == {"video": 32, "audio": 32, "shared_video": 16, "shared_audio": 16, "shared": 16,
+                    "still": 32}
 
     frame = paths.data / clips[3].manifest.frames[1]
     wav = paths.data / clips[3].manifest.audio
@@ -44,3 +45,6 @@ def test_commit_and_query_with_load_encoders(tmp_path, capsys):
                                                           "as_json": True})) == 0
         (group,) = json.loads(capsys.readouterr().out)["groups"]
         assert group["version"] == f"{DATE}.1" and len(group["results"]) == 4
+        if req.image is not None and req.modality is None:    # one of its own stills
+            assert group["results"][0]["clip_id"] == clips[3].manifest.id
+            assert len({r["clip_id"] for r in group["results"]}) == 4

@@ -13,18 +13,11 @@ from wm.base.clipids import clip_id
 from wm.base.paths import Paths
 from wm.learn.fixed import VERSION_0, FixedEncoders
 from wm.memory import ann
-from wm.memory.clips import (
-    MAX_STILLS,
-    Clip,
-    clip_key,
-    clip_keys_of,
-    date_key_range,
-    still_keys,
-    still_places,
-)
+from wm.memory.clips import MAX_STILLS, Clip, clip_key, date_key_range
 from wm.memory.forget import forget
 from wm.memory.maintenance import compact
 from wm.memory.search import search
+from wm.memory.shards import clip_keys_of, still_keys, still_places
 from wm.memory.store import Store
 
 DAY = "2025-01-15"

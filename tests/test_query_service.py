@@ -90,7 +90,7 @@ def test_the_service_answers_as_the_command_does_in_process(memory, capsys):
     finally:
         running.close()
     assert served == alone
-    assert alone[0][0] == 0 and f"10 best of 12 clips by video (exact)" in alone[0][1]
+    assert alone[0][0] == 0 and "10 best of 12 clips by their stills (exact)" in alone[0][1]
     got = json.loads(alone[1][1])
     assert got["groups"][0]["results"][0]["clip_id"] == clips[7].manifest.id
     assert not paths.query_socket.exists(), "the service removes its socket when it stops"

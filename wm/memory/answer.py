@@ -10,7 +10,7 @@ from wm.base.clipids import parse_clip_id
 from wm.base.config import Settings
 from wm.base.errors import WmError
 from wm.base.paths import Paths
-from wm.memory.clips import ClipRecord
+from wm.memory.clips import STILL, ClipRecord
 from wm.memory.labels import normalise_word, words
 from wm.memory.output import local_time
 from wm.memory.query_vectors import QueryVectors, VersionSkipped, encoders_for
@@ -26,7 +26,6 @@ from wm.memory.request import (
     read_image,
 )
 from wm.memory.search import Hit, search
-from wm.memory.shards import STILL
 from wm.memory.store import Store
 
 NEAR_SECONDS = 300  # --at finds the clip covering the instant, or the nearest this close

@@ -6,10 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import date as Date
 
-import numpy as np
-
 from wm.base.manifest import Manifest
-from wm.memory.shards import STILL
 
 
 @dataclass(frozen=True)
@@ -59,37 +56,13 @@ def clip_key(date: str, n: int) -> int:
 
 
 # A still's key is its clip's key with the still's place in the clip in the low bits:
-# (date ordinal << 32) | (n << STILL_BITS) | i. It orders and files by day as its clip
-# does, so date ranges and the ANN index take it unchanged; it holds while row numbers
-# stay under 2**(32 - STILL_BITS) (537 million clips). A clip keeps at most
-# MAX_STILLS still vectors (wm.memory.store picks them evenly).
+# (date ordinal << 32) | (n << STILL_BITS) | i (wm.memory.shards.still_keys). It orders
+# and files by day as its clip does, so date ranges and the ANN index take it unchanged;
+# it holds while row numbers stay under 2**(32 - STILL_BITS) (537 million clips). A clip
+# keeps at most MAX_STILLS still vectors, picked evenly.
+STILL = "still"     # the kind of vector kept per still (wm.memory.shards)
 STILL_BITS = 3
 MAX_STILLS = 1 << STILL_BITS
-_LOW = (1 << 32) - 1
-
-
-def still_keys(clip_keys: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Keys of stills `index` (0 .. MAX_STILLS-1) of the clips with `clip_keys`."""
-    clip_keys, index = np.asarray(clip_keys, np.int64), np.asarray(index, np.int64)
-    if ((clip_keys & _LOW) >> (32 - STILL_BITS)).any() or (index >= MAX_STILLS).any():
-        raise ValueError("a clip row number or still index is too large for a still key")
-    return (clip_keys & ~_LOW) | ((clip_keys & _LOW) << STILL_BITS) | index
-
-
-def still_places(count: int) -> np.ndarray:
-    """Which of a clip's `count` stills get a still vector: all, or MAX_STILLS spread
-    evenly from the first to the last."""
-    if count <= MAX_STILLS:
-        return np.arange(count)
-    return np.linspace(0, count - 1, MAX_STILLS).round().astype(np.int64)
-
-
-def clip_keys_of(keys: np.ndarray, kind: str) -> np.ndarray:
-    """The clip keys of a shard's row keys: its own for every kind but `still`."""
-    keys = np.asarray(keys, np.int64)
-    if kind != STILL:
-        return keys
-    return (keys & ~_LOW) | ((keys & _LOW) >> STILL_BITS)
 
 
 def date_key_range(lo: str | None, hi: str | None) -> tuple[int, int]:

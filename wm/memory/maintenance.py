@@ -15,8 +15,7 @@ import numpy as np
 from wm.base.config import Settings
 from wm.memory import ann
 from wm.memory.retired import reap_retired, retire
-from wm.memory.clips import clip_keys_of
-from wm.memory.shards import SHARD_KINDS, write_shard
+from wm.memory.shards import SHARD_KINDS, clip_keys_of, write_shard
 from wm.memory.store import Store
 
 

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING
 
 from wm.base.paths import Paths
 from wm.memory import sheet
-from wm.memory.clips import ClipRecord
+from wm.memory.clips import STILL, ClipRecord
 from wm.memory.search import Hit
-from wm.memory.shards import STILL
 
 if TYPE_CHECKING:
     from wm.memory.answer import Answer
@@ -53,7 +52,7 @@ def to_json(paths: Paths, ans: Answer) -> dict:
 
 def space_name(kind: str) -> str:
     """How a line of output names what the clips were ranked by."""
-    return "their nearest still" if kind == STILL else kind.replace("_", " ")
+    return "their stills" if kind == STILL else kind.replace("_", " ")
 
 
 def render(paths: Paths, ans: Answer) -> str:

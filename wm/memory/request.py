@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from wm.base.durations import parse_duration
 from wm.base.errors import WmError
+from wm.memory.clips import STILL
 from wm.memory.picture import MAX_PIXELS, claimed_size, too_large
-from wm.memory.shards import STILL
 
 if TYPE_CHECKING:
     import numpy as np

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from wm.memory import ann
-from wm.memory.clips import MAX_STILLS, ClipRecord, clip_keys_of, date_key_range
-from wm.memory.shards import STILL, Shard
+from wm.memory.clips import MAX_STILLS, STILL, ClipRecord, date_key_range
+from wm.memory.shards import Shard, clip_keys_of
 from wm.memory.store import Store
 
 

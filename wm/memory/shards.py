@@ -14,18 +14,19 @@ from pathlib import Path
 import numpy as np
 
 from wm.base.atomic import fsync_dir, write_atomically
+from wm.memory.clips import MAX_STILLS, STILL, STILL_BITS
 
 # The vectors kept per clip, a shard file each: the kinds of wm.learn.encoders.ClipEmbeddings
 # (each encoder's own space, the two aligned views in the shared space, and `shared`, a clip
 # as seen and heard). Spelled out again rather than imported: importing the encoders loads
 # torch (seconds), which `wm label`, retention and most queries never need.
 KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
-# And one more, kept per still rather than per clip: each still's vector in the vision
+# And STILL, kept per still rather than per clip: each still's vector in the vision
 # encoder's space, so a picture finds the clip that holds it first even where the clip's
 # `video` vector (the mean of its stills) has moved away from it (a fade, a scene cut).
-# Its rows are keyed by wm.memory.clips.still_keys.
-STILL = "still"
+# Its rows are keyed by still_keys.
 SHARD_KINDS = KINDS + (STILL,)
+_LOW = (1 << 32) - 1
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,27 @@ def write_shard(root: Path, version: str, date: str, kind: str, keys: np.ndarray
     save_array(key_path, np.ascontiguousarray(keys[order], np.int64))
     fsync_dir(vec_path.parent)
     return rel, len(keys), vecs.shape[1]
+
+
+def still_keys(clip_keys: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Keys of stills `index` (0 .. MAX_STILLS-1) of the clips with `clip_keys`."""
+    clip_keys, index = np.asarray(clip_keys, np.int64), np.asarray(index, np.int64)
+    if ((clip_keys & _LOW) >> (32 - STILL_BITS)).any() or (index >= MAX_STILLS).any():
+        raise ValueError("a clip row number or still index is too large for a still key")
+    return (clip_keys & ~_LOW) | ((clip_keys & _LOW) << STILL_BITS) | index
+
+
+def still_places(count: int) -> np.ndarray:
+    """Which of a clip's `count` stills get a still vector: all, or MAX_STILLS spread
+    evenly from the first to the last."""
+    if count <= MAX_STILLS:
+        return np.arange(count)
+    return np.linspace(0, count - 1, MAX_STILLS).round().astype(np.int64)
+
+
+def clip_keys_of(keys: np.ndarray, kind: str) -> np.ndarray:
+    """The clip keys of a shard's row keys: its own for every kind but STILL."""
+    keys = np.asarray(keys, np.int64)
+    if kind != STILL:
+        return keys
+    return (keys & ~_LOW) | ((keys & _LOW) >> STILL_BITS)

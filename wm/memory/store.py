@@ -19,25 +19,18 @@ import numpy as np
 from wm.base.paths import Paths
 from wm.base.queue import COMMITTED, open_queue_db, set_state
 from wm.memory import locks
-from wm.memory.clips import (
-    CLIP_COLS,
-    Clip,
-    ClipRecord,
-    clip_key,
-    clip_keys_of,
-    record,
-    still_keys,
-    still_places,
-)
+from wm.memory.clips import CLIP_COLS, STILL, Clip, ClipRecord, clip_key, record
 from wm.memory.schema import create_schema
 from wm.memory.shards import (
     KINDS,
     SHARD_COLS,
-    STILL,
     IndexRecord,
     Shard,
+    clip_keys_of,
     normalise,
     shard_files,
+    still_keys,
+    still_places,
     write_shard,
 )
 
