@@ -1,7 +1,8 @@
 """A picture finds the clip that holds it first: each still keeps a vector of its own
-(kind `still`) and a clip scores as its nearest still, where the clip's `video` vector
-(the mean of its stills) is pulled away by a fade or a scene cut. Real embedder (version
-0's colour statistics), real shards, real SQLite; the stills are generated."""
+(kind `still`), and a clip with a near-copy of the picture among its stills scores as that
+still, where the clip's `video` vector (the mean of its stills, which ranks every other
+clip) is pulled away by a fade or a scene cut. Real embedder (version 0's colour
+statistics), real shards, real SQLite; the stills are generated."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,7 @@ from wm.memory import ann
 from wm.memory.clips import MAX_STILLS, Clip, clip_key, date_key_range
 from wm.memory.forget import forget
 from wm.memory.maintenance import compact
-from wm.memory.search import search
+from wm.memory.search import NEAR_COPY, near_copies_first, ranked, search
 from wm.memory.shards import clip_keys_of, still_keys, still_places
 from wm.memory.store import Store
 
@@ -110,14 +111,27 @@ def test_stills_go_through_the_ann_index_like_any_kind(tmp_path):
     store = Store(Paths(tmp_path / "home"))
     store.add(VERSION_0, clips, enc.embed_clips(stills, [None] * len(stills)))
     with store.writer():
-        rec = ann.sync_index(store, VERSION_0, "still", min_rows=1000, nprobe_floor=2)
-    assert rec is not None and rec.rows == 1800
+        for kind, rows in (("still", 1800), ("video", 600)):
+            rec = ann.sync_index(store, VERSION_0, kind, min_rows=500, nprobe_floor=2)
+            assert rec is not None and rec.rows == rows
+    keys = {c.clip_id: _key(store, c) for c in clips}
     for i in rng.choice(len(stills), 20, replace=False):
-        j = int(rng.integers(3))
-        found, method = first(store, enc, stills[i][j], ann_min_rows=1000)
+        q = enc.embed_image(stills[i][int(rng.integers(3))]).video[0]
+        top, scores, method = ranked(store, VERSION_0, "still", q / np.linalg.norm(q), 24,
+                                     None, None, ann_min_rows=500)
+        assert method.startswith("ivf") and top[0] == keys[clips[i].clip_id]
+        assert scores[0] > 0.9999
+        found, method = first(store, enc, stills[i][0], ann_min_rows=500)
         assert method.startswith("ivf") and found[0] == clips[i].clip_id
         assert len(found) == len(set(found)) == 5
     store.close()
+
+
+def test_near_copies_come_first_and_every_other_clip_by_its_mean():
+    stills = (np.array([7, 7, 3, 5]), np.array([1.0, 0.995, NEAR_COPY - 0.001, 0.5]))
+    means = (np.array([1, 2, 3, 7]), np.array([0.97, 0.96, 0.95, 0.4]))
+    keys, scores = near_copies_first(stills, means)
+    assert keys.tolist() == [7, 1, 2, 3] and scores.tolist() == [1.0, 0.97, 0.96, 0.95]
 
 
 def day_of(day: str, n: int) -> list[Clip]:
