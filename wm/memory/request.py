@@ -51,10 +51,10 @@ class QueryRequest:
 
 
 # (what the query is, ranking modality) -> (kind of query vector, kind of stored vector).
-# A picture is compared with the clips' stills in the vision encoder's own space (a clip
-# scores as its nearest still), and with how clips sound (or both) through the shared
-# space; a sound likewise. A clip, a time or a word is compared in whichever space is asked
-# for, with its own vector of that kind.
+# A picture is compared with how clips look in the vision encoder's own space (STILL: by
+# their mean still, a near-copy of the picture first; wm.memory.search), and with how
+# clips sound (or both) through the shared space; a sound likewise. A clip, a time or a
+# word is compared in whichever space is asked for, with its own vector of that kind.
 PLANS: dict[tuple[str, str], tuple[str, str]] = {
     ("image", "video"): ("video", STILL),
     ("image", "audio"): ("shared_video", "shared_audio"),
