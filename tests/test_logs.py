@@ -164,9 +164,9 @@ def test_follow_across_rotation(tmp_path, real_log):
 
     env = dict(os.environ, WM_HOME=str(tmp_path), PYTHONPATH=str(REPO))
     env.pop("WM_CONFIG", None)
-    # `wm logs -f` with Ctrl-C as a terminal delivers it: in a full run something in C code
-    # (not found yet) leaves SIGINT ignored in this process, and an ignored signal is
-    # inherited through exec, so the child would never see the Ctrl-C below.
+    # `wm logs -f` with Ctrl-C as a terminal delivers it: a suite started in the background
+    # (`nohup pytest &`, or `( pytest & )` from a script) runs with SIGINT ignored, and an
+    # ignored signal is inherited through exec, so the child would never see the Ctrl-C.
     proc = subprocess.Popen([sys.executable, "-c", _WITH_CTRL_C, "logs", "-f", "--level", "info"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue = queue.Queue()
