@@ -1,6 +1,8 @@
 """Child processes of the daemon (`wm sleep`, `wm ingest`): started at the lowest CPU and
 IO priority so the recorder never waits for them, told to stop with SIGINT, and on Linux
-sent SIGINT by the kernel if the daemon dies, so none trains on unsupervised."""
+sent SIGINT by the kernel if the daemon dies, so none trains on unsupervised (through
+util-linux's `setpriv`; without it, the service manager's stop still ends them, as the
+unit kills its whole control group)."""
 from __future__ import annotations
 
 import shutil
