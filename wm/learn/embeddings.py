@@ -13,11 +13,10 @@ KINDS = ("video", "audio", "shared_video", "shared_audio", "shared")
 
 @dataclass
 class StillVectors:
-    """The vision encoder's vector of every still of a batch, float32 (m, D): `clip` is the
-    row of the clip each belongs to, `index` its place among that clip's stills."""
+    """The vision encoder's vector of every still of a batch, float32 (m, D), clip by clip
+    and each clip's in order: `clip` is the row of the clip each belongs to."""
     vectors: np.ndarray
     clip: np.ndarray
-    index: np.ndarray
 
 
 @dataclass
@@ -78,8 +77,7 @@ class Embedder:
         if flat:
             vectors = np.asarray(self._video(flat), np.float32)
             owner = np.repeat(np.arange(n), [len(c) for c in stills])
-            per_still = StillVectors(vectors, owner,
-                                     np.concatenate([np.arange(len(c)) for c in stills]))
+            per_still = StillVectors(vectors, owner)
             sums = np.zeros((n, self.video_dim), np.float32)
             np.add.at(sums, owner, vectors)
             counts = np.bincount(owner, minlength=n)

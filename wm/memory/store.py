@@ -325,7 +325,6 @@ def _still_rows(stills: StillVectors, keep: list[int], keys: np.ndarray,
     vecs, out_keys, out_dates = [], [], []
     for j, clip in enumerate(keep):
         mine = np.flatnonzero(stills.clip == clip)
-        mine = mine[np.argsort(stills.index[mine], kind="stable")]
         mine = mine[still_places(len(mine))]
         vecs.append(stills.vectors[mine])
         out_keys.append(still_keys(np.full(len(mine), keys[j]), np.arange(len(mine))))
